@@ -1,0 +1,206 @@
+"""Plain data shared by the core: a loaded Release, labels, phases, strategies.
+
+A Release keeps its document as plain Python data (dicts, lists, scalars) as
+parsed from YAML, with typed accessors for what every part of the core reads.
+Defaults of optional fields live here, in one place, so the renderer, the
+decision function and the plan agree on them (docs/release-spec.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from reconciler.core.durations import parse_duration
+
+API_VERSION = "sluice.dev/v1alpha1"
+KIND = "Release"
+SETTINGS_KIND = "Settings"
+
+# Ownership labels on every object Sluice renders (invariant 8).
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "sluice"
+LABEL_RELEASE = "sluice.dev/release"          # release name
+LABEL_RELEASE_NS = "sluice.dev/release-namespace"
+LABEL_VERSION = "version"
+LABEL_APP = "app"
+FIELD_MANAGER = "sluice"
+
+STRATEGIES = ("canary", "blueGreen", "abTesting", "darkLaunch", "mirror", "rolling", "recreate")
+MESH_STRATEGIES = ("canary", "blueGreen", "abTesting", "darkLaunch", "mirror")
+PHASES = (
+    "Idle", "Progressing", "Paused", "WaitingApproval", "Promoted",
+    "RolledBack", "Aborted", "Failed", "Invalid",
+)
+BUILTIN_METRICS = ("request-success-rate", "request-duration")
+
+DEFAULT_MAX_FAILED_CHECKS = 3
+DEFAULT_INTERVAL = "1m"
+DEFAULT_PROGRESS_DEADLINE = "10m"
+DEFAULT_SCALE_DOWN_DELAY = "30s"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Release document as loaded from ``releases/<ns>/<name>.yaml``."""
+
+    path: str                      # repo-relative, e.g. releases/bookinfo/reviews.yaml
+    doc: Mapping[str, Any]         # the whole parsed document (plain data)
+    blob: str = ""                 # content id (git blob sha or a hash); caches key on it
+
+    # --- identity -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.doc["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.doc["metadata"]["namespace"]
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``: how commands and commits name a release."""
+        return f"{self.namespace}/{self.name}"
+
+    # --- spec -----------------------------------------------------------
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        return self.doc.get("spec") or {}
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return self.doc.get("status") or {}
+
+    @property
+    def service(self) -> Mapping[str, Any]:
+        return self.spec.get("service") or {}
+
+    @property
+    def service_name(self) -> str:
+        return self.service.get("name") or self.name
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.service.get("hosts") or [self.service_name])
+
+    @property
+    def replicas(self) -> int:
+        return int(self.spec.get("replicas", 1))
+
+    @property
+    def target(self) -> Mapping[str, Any]:
+        return self.spec.get("target") or {}
+
+    @property
+    def strategy_kind(self) -> str:
+        """The one strategy key present (the loader guarantees exactly one)."""
+        strat = self.spec.get("strategy") or {}
+        for kind in STRATEGIES:
+            if kind in strat:
+                return kind
+        return "canary"
+
+    @property
+    def strategy(self) -> Mapping[str, Any]:
+        return (self.spec.get("strategy") or {}).get(self.strategy_kind) or {}
+
+    @property
+    def is_mesh(self) -> bool:
+        """Whether the release routes through Istio (everything but rolling/recreate)."""
+        return self.strategy_kind in MESH_STRATEGIES
+
+    @property
+    def metrics(self) -> list[Mapping[str, Any]]:
+        return list((self.spec.get("analysis") or {}).get("metrics") or [])
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.spec.get("paused", False))
+
+    def with_status(self, status: Mapping[str, Any] | None) -> "Release":
+        """The same release with another ``status`` block (documents are not mutated)."""
+        doc = dict(self.doc)
+        if status is None:
+            doc.pop("status", None)
+        else:
+            doc["status"] = status
+        return Release(path=self.path, doc=doc, blob=self.blob)
+
+    def seconds(self, value: Any, default: str) -> float:
+        """A duration field, falling back to ``default``."""
+        return parse_duration(value if value is not None else default)
+
+
+def canary_steps(strategy: Mapping[str, Any]) -> list[int]:
+    """Step weights of a canary: explicit ``steps`` or ``stepWeight`` up to ``maxWeight``."""
+    if strategy.get("steps"):
+        return [int(w) for w in strategy["steps"]]
+    step = int(strategy.get("stepWeight", 10))
+    top = int(strategy.get("maxWeight", 50))
+    if step <= 0:
+        return []
+    return list(range(step, top + 1, step))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem, located by file and JSON path inside the document.
+
+    ``line``/``col`` are 1-based and filled in by the loader from the YAML
+    positions; ``path`` is the list of keys/indexes to the offending node.
+    """
+
+    file: str
+    message: str
+    path: tuple[Any, ...] = ()
+    line: int = 1
+    col: int = 1
+    release: str = ""              # namespace/name when known
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file, "line": self.line, "column": self.col,
+            "message": self.message, "path": list(self.path), "release": self.release or None,
+        }
+
+
+@dataclass
+class RepoLoad:
+    """What loading a config repo yields: the valid releases, the problems,
+    and the repo-wide settings. Invalid files never stop the valid ones."""
+
+    releases: list[Release] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    invalid: dict[str, list[Problem]] = field(default_factory=dict)  # path -> problems
+
+    def by_key(self) -> dict[str, Release]:
+        return {r.key: r for r in self.releases}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What one decision did to one release, for the commit that records it.
+
+    ``summary`` is the part of the commit subject after ``<ns>/<name>: ``,
+    e.g. ``canary v2 20% -> 30% (step 3/4)``. ``evidence`` holds one dict per
+    metric: ``{name, value, min?, max?, ok, outcome}`` (outcome is ok, failed,
+    nodata or error). The git engine turns an Event into subject, body and
+    trailers (reconciler.core.messages) and reads them back as history.
+    """
+
+    release: str                   # namespace/name
+    action: str                    # start|advance|promote|rollback|abort|pause|resume|wait-approval|approve|finalize|hold|drift
+    summary: str
+    weight: int | None = None      # new version's weight after the action
+    previous_weight: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    version: str | None = None     # new version
+    stable: str | None = None      # stable version
+    phase: str | None = None
+    reason: str = ""
+    evidence: tuple[Mapping[str, Any], ...] = ()
