@@ -204,3 +204,63 @@ class Event:
     phase: str | None = None
     reason: str = ""
     evidence: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether one version's Deployment can take traffic.
+
+    ``state``: ``ready`` (observedGeneration current, updated = ready =
+    available = desired replicas), ``progressing`` (not yet), ``failed``
+    (the progress deadline passed, or the Deployment reports
+    ProgressDeadlineExceeded), ``missing`` (no such Deployment yet).
+    """
+
+    version: str
+    state: str
+    message: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric of one analysis check.
+
+    ``outcome``: ``ok``; ``failed`` (outside a bound or worse than stable by
+    more than allowed); ``nodata`` (empty result, NaN, +Inf, -Inf);
+    ``error`` (provider unreachable or the query failed). Only ``ok``
+    advances; see docs/release-spec.md "Analysis outcomes".
+    """
+
+    name: str
+    outcome: str
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    stable_value: float | None = None   # set when the metric compares to stable
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    def to_status(self) -> dict[str, Any]:
+        """The dict written to ``status.lastAnalysis.results`` and commit evidence."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.value is not None:
+            out["value"] = round(self.value, 6)
+        if self.stable_value is not None:
+            out["stable"] = round(self.stable_value, 6)
+        if self.min is not None:
+            out["min"] = self.min
+        if self.max is not None:
+            out["max"] = self.max
+        out["ok"] = self.ok
+        if not self.ok:
+            out["outcome"] = self.outcome
+        if self.message and not self.ok:
+            out["message"] = self.message
+        return out
