@@ -15,13 +15,14 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sluice demo
+	$(VENV)/bin/sluice validate sample-repo
+	$(VENV)/bin/sluice render sample-repo bookinfo/reviews
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/bench_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,288 @@
+"""Load a config repo: files in, valid Releases and located problems out.
+
+``load_files`` takes the repo's files as ``{repo-relative path: bytes}`` (from
+a directory or a git tree; the adapters read them) and runs, per file: the
+hostile-input-safe parse, the JSON Schema, then the checks a schema cannot
+express; and across files: unique service hosts and metric templates from
+``sluice.yaml``. Every problem carries file:line:col of the offending key or
+value. An invalid file never stops the valid ones (invariant 7).
+
+A ``LoadCache`` keyed by the file's git blob id lets the controller skip the
+parse and per-file checks of files that did not change between passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from reconciler.core import schema
+from reconciler.core.durations import parse_duration
+from reconciler.core.model import (
+    BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps,
+)
+from reconciler.core.parse import Locator, YamlProblem, decode, parse
+
+SETTINGS_FILE = "sluice.yaml"
+RELEASES_DIR = "releases/"
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# (path, message, points-at-key)
+_Raw = tuple[tuple[Any, ...], str, bool]
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id of ``data`` (same as ``git hash-object``)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class _FileResult:
+    doc: Any = None
+    raw: list[_Raw] = field(default_factory=list)
+    fatal: YamlProblem | None = None
+    schema_ok: bool = False
+
+
+@dataclass
+class LoadCache:
+    """Per-file results by blob id, reused across passes. Bounded in size."""
+
+    limit: int = 20_000
+    _items: dict[str, _FileResult] = field(default_factory=dict)
+
+    def get(self, key: str) -> _FileResult | None:
+        return self._items.get(key)
+
+    def put(self, key: str, value: _FileResult) -> None:
+        if len(self._items) >= self.limit:
+            self._items.pop(next(iter(self._items)))
+        self._items[key] = value
+
+
+def is_release_path(path: str) -> bool:
+    return path.startswith(RELEASES_DIR) and path.endswith((".yaml", ".yml"))
+
+
+def key_from_path(path: str) -> str:
+    """``namespace/name`` as the file's place says, for files that do not parse."""
+    parts = path.split("/")
+    return f"{parts[1]}/{parts[-1].rsplit('.', 1)[0]}" if len(parts) == 3 else ""
+
+
+def _path_problems(path: str) -> list[str]:
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return [f"path {path!r} has an empty, '.' or '..' component"]
+    if len(parts) != 3:
+        return [f"a release file must be releases/<namespace>/<name>.yaml, not {path!r}"]
+    folder, stem = parts[1], parts[2].rsplit(".", 1)[0]
+    out = []
+    if not DNS1123.match(folder) or len(folder) > 63:
+        out.append(f"folder {folder!r} is not a valid namespace name (DNS-1123 label)")
+    if not DNS1123.match(stem) or len(stem) > 63:
+        out.append(f"file name {stem!r} is not a valid release name (DNS-1123 label)")
+    return out
+
+
+def _target_container(spec: Mapping[str, Any]) -> str | None:
+    containers = [c.get("name") for c in (spec.get("template") or {}).get("containers") or [] if isinstance(c, dict)]
+    target = spec.get("target") or {}
+    svc = (spec.get("service") or {}).get("name")
+    if target.get("container"):
+        return target["container"] if target["container"] in containers else None
+    return next((c for c in containers if c == svc), containers[0] if len(containers) == 1 else None)
+
+
+def _durations(doc: Mapping[str, Any]) -> list[_Raw]:
+    """Duration strings the schema pattern let through but that do not parse."""
+    out: list[_Raw] = []
+    spec = doc.get("spec") or {}
+    for key in ("progressDeadline", "scaleDownDelay"):
+        if key in spec:
+            try:
+                parse_duration(spec[key])
+            except ValueError as exc:
+                out.append((("spec", key), str(exc), False))
+    return out
+
+
+def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
+    """What the schema cannot say about one release (file-local)."""
+    out: list[_Raw] = []
+    meta, spec = doc["metadata"], doc["spec"]
+    parts = path.split("/")
+    folder, stem = parts[1], parts[2].rsplit(".", 1)[0]
+    if meta["namespace"] != folder:
+        out.append((("metadata", "namespace"),
+                    f"namespace {meta['namespace']!r} must equal the folder {folder!r} it lives in", False))
+    if meta["name"] != stem:
+        out.append((("metadata", "name"), f"name {meta['name']!r} must equal the file name {stem!r}", False))
+    strategy = spec["strategy"]
+    kinds = [k for k in strategy if k in STRATEGIES]
+    if len(kinds) > 1:
+        out.append((("spec", "strategy", kinds[1]),
+                    f"exactly one strategy allowed, found {', '.join(kinds)}", True))
+    for kind in ("canary", "mirror"):
+        block = strategy.get(kind) or {}
+        if kind == "mirror":
+            block = block.get("canary") or {}
+        base = ("spec", "strategy", kind) + (("canary",) if kind == "mirror" else ())
+        if not block:
+            continue
+        if "steps" in block and ("stepWeight" in block or "maxWeight" in block):
+            out.append((base + ("steps",), "use either steps or stepWeight/maxWeight, not both", True))
+        steps = block.get("steps") or []
+        for i in range(1, len(steps)):
+            if steps[i] <= steps[i - 1]:
+                out.append((base + ("steps", i),
+                             f"step weights must strictly increase: {steps[i]} after {steps[i - 1]}", False))
+        if "stepWeight" in block and block["stepWeight"] > block.get("maxWeight", 50):
+            out.append((base + ("stepWeight",),
+                        f"stepWeight {block['stepWeight']} is above maxWeight {block.get('maxWeight', 50)}", False))
+        if kind == "canary" and not canary_steps(block):
+            out.append((base, "canary has no steps", True))
+    if _target_container(spec) is None:
+        want = (spec.get("target") or {}).get("container")
+        msg = (f"the pod template has no container named {want!r}" if want else
+               "cannot tell which container gets the target image: name one container like the "
+               "service or set target.container")
+        out.append((("spec", "target", "container") if want else ("spec", "template", "containers"), msg, not want))
+    for i, step in enumerate((spec.get("gates") or {}).get("steps") or []):
+        kind = next(iter(k for k in strategy if k in STRATEGIES), "")
+        if kind == "canary" and step > len(canary_steps(strategy["canary"])):
+            out.append((("spec", "gates", "steps", i), f"gate on step {step}, but the canary has "
+                        f"{len(canary_steps(strategy['canary']))} steps", False))
+    out += _durations(doc)
+    return out
+
+
+def _load_file(path: str, data: bytes) -> _FileResult:
+    res = _FileResult()
+    try:
+        res.doc = parse(data)
+    except YamlProblem as exc:
+        res.fatal = exc
+        return res
+    if not isinstance(res.doc, dict):
+        res.fatal = YamlProblem(f"expected a mapping (a Release), found {type(res.doc).__name__}")
+        return res
+    res.raw = list(schema.errors("release", res.doc))
+    if not res.raw:
+        res.schema_ok = True
+        res.raw = _release_checks(path, res.doc)
+    return res
+
+
+def _locate(path: str, data: bytes, raw: list[_Raw], release: str) -> list[Problem]:
+    try:
+        locator = Locator(decode(data))
+    except YamlProblem:
+        return [Problem(path, msg, p, release=release) for p, msg, _ in raw]
+    out = []
+    for p, msg, at_key in raw:
+        line, col = locator.locate(p, key=at_key)
+        out.append(Problem(path, msg, p, line, col, release))
+    return sorted(out, key=lambda pr: (pr.line, pr.col))
+
+
+def _settings(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[Problem]]:
+    data = files.get(SETTINGS_FILE)
+    if data is None:
+        return {}, []
+    try:
+        doc = parse(data)
+    except YamlProblem as exc:
+        return {}, [Problem(SETTINGS_FILE, exc.message, (), exc.line, exc.col)]
+    if doc is None:
+        return {}, []
+    if not isinstance(doc, dict):
+        return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
+    raw = list(schema.errors("sluice", doc))
+    if raw:
+        return {}, _locate(SETTINGS_FILE, data, raw, "")
+    return doc, []
+
+
+def _metric_problems(rel: Release, settings: Mapping[str, Any]) -> list[_Raw]:
+    templates = settings.get("metricTemplates") or {}
+    out = []
+    for i, metric in enumerate(rel.metrics):
+        name, tmpl = metric.get("name"), metric.get("template")
+        if tmpl is not None and tmpl not in templates:
+            out.append((("spec", "analysis", "metrics", i, "template"),
+                        f"metric template {tmpl!r} is not defined in sluice.yaml metricTemplates", False))
+        elif tmpl is None and "query" not in metric and name not in BUILTIN_METRICS and name not in templates:
+            out.append((("spec", "analysis", "metrics", i, "name"),
+                        f"unknown metric {name!r}: use {' or '.join(BUILTIN_METRICS)}, a sluice.yaml "
+                        "metricTemplates entry, or give it a query", False))
+    return out
+
+
+def _host_keys(rel: Release) -> list[tuple[tuple[Any, ...], str]]:
+    fqdn = f"{rel.service_name}.{rel.namespace}.svc.cluster.local"
+    keys = [(("spec", "service", "name") if "name" in rel.service else ("spec", "service"), fqdn)]
+    for i, host in enumerate(rel.service.get("hosts") or []):
+        if host != rel.service_name:
+            keys.append((("spec", "service", "hosts", i), host if "." in host else f"{host}.{rel.namespace}.svc.cluster.local"))
+    return keys
+
+
+def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
+               blobs: Mapping[str, str] | None = None) -> RepoLoad:
+    """Load every release under ``releases/`` and ``sluice.yaml`` from ``files``."""
+    settings, problems = _settings(files)
+    out = RepoLoad(settings=settings)
+    pending: dict[str, tuple[bytes, list[_Raw], Any]] = {}
+    candidates: list[Release] = []
+    for path in sorted(p for p in files if is_release_path(p)):
+        data = files[path]
+        bad_path = _path_problems(path)
+        if bad_path:
+            pending[path] = (data, [((), m, False) for m in bad_path], None)
+            continue
+        blob = (blobs or {}).get(path) or blob_id(data)
+        res = cache.get(blob) if cache else None
+        if res is None:
+            res = _load_file(path, data)
+            if cache:
+                cache.put(blob, res)
+        if res.fatal:
+            fatal = res.fatal
+            out.invalid[path] = [Problem(path, fatal.message, (), fatal.line, fatal.col, key_from_path(path))]
+            continue
+        rel = Release(path=path, doc=res.doc, blob=blob)
+        raw = list(res.raw)
+        if res.schema_ok:
+            raw += _metric_problems(rel, settings)
+        if raw:
+            pending[path] = (data, raw, res.doc)
+        else:
+            candidates.append(rel)
+    # Cross-file: a service host is claimed by one release only; both claimants are refused.
+    claims: dict[str, list[tuple[Release, tuple[Any, ...]]]] = {}
+    for rel in candidates:
+        for p, host in _host_keys(rel):
+            claims.setdefault(host, []).append((rel, p))
+    clashes: dict[str, list[_Raw]] = {}
+    for host, who in claims.items():
+        if len({r.path for r, _ in who}) > 1:
+            for rel, p in who:
+                others = ", ".join(sorted(o.path for o, _ in who if o.path != rel.path))
+                clashes.setdefault(rel.path, []).append((p, f"service host {host} is also claimed by {others}", False))
+    for rel in candidates:
+        if rel.path in clashes:
+            pending[rel.path] = (files[rel.path], clashes[rel.path], rel.doc)
+        else:
+            out.releases.append(rel)
+    for path, (data, raw, doc) in pending.items():
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        release = (f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict)
+                   and meta.get("name") and meta.get("namespace") else key_from_path(path))
+        out.invalid[path] = _locate(path, data, raw, release)
+    for path in sorted(out.invalid):
+        problems.extend(out.invalid[path])
+    out.problems = problems
+    return out

@@ -1,0 +1,236 @@
+"""Render a Release (spec and status) into the desired Kubernetes objects.
+
+A pure function: same Release, same objects, same order. What runs comes
+from ``status`` (the rollout engine's record in git), what it looks like from
+``spec``:
+
+- one Deployment per live version, ``<name>-<version>``: the stable one, the
+  new one while a rollout runs, the old one while it retires after a
+  promotion, and a rolled-back one at 0 replicas (kept for debugging);
+- a DestinationRule with a subset per live version;
+- a VirtualService whose routes carry the weights, the match routes (A/B,
+  dark launch, blue/green preview) and the mirror (shadow);
+- the Service when the release owns it.
+
+``rolling`` and ``recreate`` releases live outside the mesh: one Deployment
+``<name>`` updated in place, no Istio objects.
+
+Every object carries the ownership labels of model.py (invariant 8).
+Destinations with weight 0 are left out of a route: Istio needs the weights
+of a route's destinations to sum to 100, and a 0 entry says nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from reconciler.core.model import (
+    LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
+    MANAGED_BY_VALUE, Release,
+)
+
+ISTIO_API = "networking.istio.io/v1"
+LIVE_PHASES = ("Progressing", "Paused", "WaitingApproval")
+DOWN_PHASES = ("RolledBack", "Aborted", "Failed")
+
+
+def ownership_labels(rel: Release) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_RELEASE: rel.name, LABEL_RELEASE_NS: rel.namespace}
+
+
+def service_host(rel: Release) -> str:
+    return f"{rel.service_name}.{rel.namespace}.svc.cluster.local"
+
+
+def _meta(rel: Release, name: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    labels = {**ownership_labels(rel), **(extra or {})}
+    return {"name": name, "namespace": rel.namespace, "labels": dict(sorted(labels.items()))}
+
+
+def stable_version(rel: Release) -> dict[str, str]:
+    """The version serving by default: status.stable, or the target on a first deploy."""
+    stable = rel.status.get("stable")
+    if stable and stable.get("version"):
+        return {"version": stable["version"], "image": stable.get("image", "")}
+    return {"version": rel.target["version"], "image": rel.target["image"]}
+
+
+def new_version(rel: Release) -> dict[str, str] | None:
+    """The version being rolled out, while a rollout is live."""
+    canary = rel.status.get("canary")
+    if canary and canary.get("version") and rel.status.get("phase") in LIVE_PHASES:
+        return {"version": canary["version"], "image": canary.get("image", "")}
+    return None
+
+
+def target_container(rel: Release) -> str | None:
+    names = [c["name"] for c in rel.spec["template"]["containers"]]
+    want = rel.target.get("container")
+    if want:
+        return want
+    if rel.service_name in names:
+        return rel.service_name
+    return names[0] if len(names) == 1 else None
+
+
+def _pod_template(rel: Release, version: str, image: str) -> dict[str, Any]:
+    tmpl = rel.spec["template"]
+    labels = {**(tmpl.get("labels") or {}), LABEL_APP: rel.service_name, LABEL_VERSION: version}
+    pod_spec = {k: copy.deepcopy(v) for k, v in tmpl.items() if k not in ("labels", "annotations")}
+    which = target_container(rel)
+    for container in pod_spec["containers"]:
+        if container["name"] == which:
+            container["image"] = image
+    meta: dict[str, Any] = {"labels": dict(sorted(labels.items()))}
+    annotations = {**(tmpl.get("annotations") or {}), "sluice.dev/version": version}
+    meta["annotations"] = dict(sorted(annotations.items()))
+    return {"metadata": meta, "spec": pod_spec}
+
+
+def _deployment(rel: Release, name: str, version: str, image: str, replicas: int,
+                strategy: dict[str, Any] | None = None) -> dict[str, Any]:
+    selector = {LABEL_APP: rel.service_name, LABEL_VERSION: version}
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": selector},
+        "template": _pod_template(rel, version, image),
+    }
+    if strategy:
+        spec["strategy"] = strategy
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version}),
+            "spec": spec}
+
+
+def _service(rel: Release) -> dict[str, Any]:
+    svc = rel.service
+    port = int(svc["port"])
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(rel, rel.service_name, {LABEL_APP: rel.service_name}),
+            "spec": {"selector": {LABEL_APP: rel.service_name},
+                     "ports": [{"name": "http", "port": port, "targetPort": int(svc.get("targetPort", port))}]}}
+
+
+def _destination(rel: Release, version: str, weight: int | None = None) -> dict[str, Any]:
+    dest: dict[str, Any] = {"destination": {"host": service_host(rel), "subset": version,
+                                            "port": {"number": int(rel.service["port"])}}}
+    if weight is not None:
+        dest["weight"] = weight
+    return dest
+
+
+def _weighted(rel: Release, stable: str, new: str | None, weight: int) -> list[dict[str, Any]]:
+    if not new or weight <= 0:
+        return [_destination(rel, stable, 100)]
+    if weight >= 100:
+        return [_destination(rel, new, 100)]
+    return [_destination(rel, stable, 100 - weight), _destination(rel, new, weight)]
+
+
+def istio_match(match: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Spec match items to Istio HTTPMatchRequests (cookie shorthand to a header regex)."""
+    out = []
+    for item in match:
+        req: dict[str, Any] = {}
+        headers = {k: dict(v) for k, v in (item.get("headers") or {}).items()}
+        cookie = item.get("cookie")
+        if cookie:
+            headers["cookie"] = {"regex": f"^(.*?;\\s*)?({cookie['name']}={cookie['value']})(;.*)?$"}
+        if headers:
+            req["headers"] = dict(sorted(headers.items()))
+        if item.get("sourceLabels"):
+            req["sourceLabels"] = dict(sorted(item["sourceLabels"].items()))
+        if item.get("uri"):
+            req["uri"] = dict(item["uri"])
+        out.append(req)
+    return out
+
+
+def _match_of(rel: Release) -> list[Mapping[str, Any]] | None:
+    kind, strat = rel.strategy_kind, rel.strategy
+    if kind in ("abTesting", "darkLaunch"):
+        return strat.get("match")
+    if kind == "blueGreen":
+        return (strat.get("preview") or {}).get("match")
+    return None
+
+
+def _mirror_of(rel: Release) -> float | None:
+    """The % of live traffic mirrored to the new version, when mirroring is on."""
+    kind, strat = rel.strategy_kind, rel.strategy
+    if kind == "blueGreen" and strat.get("mirror"):
+        return float(strat.get("mirrorPercentage", 100))
+    if kind == "mirror":
+        return float(strat.get("percentage", 100))
+    return None
+
+
+def in_follow_on_canary(rel: Release) -> bool:
+    """A mirror release whose shadow phase is over and whose follow-on canary runs."""
+    return rel.strategy_kind == "mirror" and bool(rel.strategy.get("canary")) and \
+        int(rel.status.get("step", 0)) > int(rel.strategy.get("iterations", 5))
+
+
+def _virtual_service(rel: Release, stable: str, new: str | None) -> dict[str, Any]:
+    weight = int(rel.status.get("weight", 0)) if new else 0
+    http: list[dict[str, Any]] = []
+    match = _match_of(rel)
+    if new and match:
+        http.append({"name": "match", "match": istio_match(match), "route": [_destination(rel, new, 100)]})
+    primary: dict[str, Any] = {"name": "primary", "route": _weighted(rel, stable, new, weight)}
+    mirror = _mirror_of(rel)
+    if new and mirror is not None and not in_follow_on_canary(rel):
+        primary["mirror"] = {"host": service_host(rel), "subset": new, "port": {"number": int(rel.service["port"])}}
+        primary["mirrorPercentage"] = {"value": mirror}
+    http.append(primary)
+    spec = {"hosts": rel.hosts, "gateways": list(rel.service.get("gateways") or ["mesh"]), "http": http}
+    return {"apiVersion": ISTIO_API, "kind": "VirtualService", "metadata": _meta(rel, rel.name), "spec": spec}
+
+
+def _destination_rule(rel: Release, versions: list[str]) -> dict[str, Any]:
+    subsets = [{"name": v, "labels": {LABEL_VERSION: v}} for v in sorted(versions)]
+    return {"apiVersion": ISTIO_API, "kind": "DestinationRule", "metadata": _meta(rel, rel.name),
+            "spec": {"host": service_host(rel), "subsets": subsets}}
+
+
+def _plain(rel: Release) -> list[dict[str, Any]]:
+    """rolling / recreate: one Deployment updated in place, outside the mesh."""
+    live = rel.status.get("canary") if rel.status.get("phase") in LIVE_PHASES else None
+    ver = live if live and live.get("version") else stable_version(rel)
+    if rel.strategy_kind == "recreate":
+        strategy: dict[str, Any] = {"type": "Recreate"}
+    else:
+        rolling = {k: rel.strategy[k] for k in ("maxSurge", "maxUnavailable") if k in rel.strategy}
+        strategy = {"type": "RollingUpdate", **({"rollingUpdate": rolling} if rolling else {})}
+    objs = [_service(rel)] if rel.service.get("create", True) else []
+    objs.append(_deployment(rel, rel.name, ver["version"], ver["image"], rel.replicas, strategy))
+    return objs
+
+
+def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The desired objects of ``release``: Service, Deployments, DestinationRule, VirtualService."""
+    if not release.is_mesh:
+        return _plain(release)
+    stable = stable_version(release)
+    new = new_version(release)
+    if new and new["version"] == stable["version"]:
+        new = None  # a retarget to the stable version itself: nothing to roll
+    deployments = {stable["version"]: (stable["image"], release.replicas)}
+    retiring = release.status.get("retiring")
+    if retiring and retiring.get("version") and retiring["version"] not in deployments:
+        deployments[retiring["version"]] = (retiring.get("image", ""), release.replicas)
+    down = release.status.get("rolledBack")
+    if down and down.get("version") and release.status.get("phase") in DOWN_PHASES \
+            and down["version"] not in deployments:
+        deployments[down["version"]] = (down.get("image", ""), 0)
+    if new:
+        deployments[new["version"]] = (new["image"], release.replicas)
+    objs = [_service(release)] if release.service.get("create", True) else []
+    for version in sorted(deployments):
+        image, replicas = deployments[version]
+        objs.append(_deployment(release, f"{release.name}-{version}", version, image, replicas))
+    objs.append(_destination_rule(release, list(deployments)))
+    objs.append(_virtual_service(release, stable["version"], new["version"] if new else None))
+    return objs
+

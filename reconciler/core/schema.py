@@ -1,0 +1,50 @@
+"""The JSON Schemas of the Release and of sluice.yaml, compiled once.
+
+The schema files live at the top of the repo (``schemas/``) and ship inside
+the package through the ``reconciler/schemas`` link. Reading a package file is
+done once at import through importlib.resources, which is not I/O the core
+performs per call.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterator
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+
+@lru_cache(maxsize=None)
+def schema(name: str) -> dict[str, Any]:
+    """The parsed schema ``name`` (``release`` or ``sluice``)."""
+    return json.loads(resources.files("reconciler").joinpath("schemas", f"{name}.schema.json").read_text())
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name))
+
+
+def _message(err: ValidationError) -> tuple[tuple[Any, ...], str, bool]:
+    """(path, message, points-at-key) for one error, worded for people."""
+    path = tuple(err.absolute_path)
+    where = ".".join(str(p) for p in path) or "document"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        if extra:
+            return path + (extra[0],), f"unknown field {extra[0]!r} in {where}", True
+    if err.validator == "required":
+        return path, f"{where}: {err.message}", False
+    if err.validator in ("minProperties", "maxProperties") and err.validator_value == 1 and "maxProperties" in err.schema:
+        return path, f"{where}: set exactly one of " + ", ".join(sorted(err.schema.get("properties", {}))), False
+    return path, f"{where}: {err.message}", False
+
+
+def errors(name: str, instance: Any) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    """Every schema violation of ``instance`` as (path, message, points-at-key), in document order."""
+    found = sorted(validator(name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+    for err in found:
+        yield _message(err)
