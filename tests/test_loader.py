@@ -180,3 +180,11 @@ def test_sample_repo_is_valid_and_has_every_strategy():
     assert out.problems == []
     assert {r.strategy_kind for r in out.releases} == {
         "canary", "blueGreen", "abTesting", "darkLaunch", "mirror", "rolling", "recreate"}
+
+
+def test_mangled_status_is_reported_clearly():
+    got = problems(SPEC + "status:\n  phase: Winning\n  weight: lots\n")
+    assert got == [
+        f"{PATH}:19:10: status.phase: 'Winning' is not one of ['Idle', 'Progressing', 'Paused', 'WaitingApproval', 'Promoted', 'RolledBack', 'Aborted', 'Failed', 'Invalid'] (status is written by Sluice only: revert the hand edit)",
+        f"{PATH}:20:11: status.weight: 'lots' is not of type 'integer' (status is written by Sluice only: revert the hand edit)",
+    ]

@@ -47,4 +47,7 @@ def errors(name: str, instance: Any) -> Iterator[tuple[tuple[Any, ...], str, boo
     """Every schema violation of ``instance`` as (path, message, points-at-key), in document order."""
     found = sorted(validator(name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     for err in found:
-        yield _message(err)
+        path, msg, at_key = _message(err)
+        if path[:1] == ("status",):
+            msg += " (status is written by Sluice only: revert the hand edit)"
+        yield path, msg, at_key

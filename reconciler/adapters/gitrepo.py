@@ -1,0 +1,360 @@
+"""The controller's own clone of the config repo: sync, read, write, history.
+
+The clone is bare and belongs to Sluice alone, so nothing a human does can
+be lost in it and there is no work tree to keep clean. Commits are built
+with git plumbing (a private index, ``write-tree``, ``commit-tree``) on top
+of the remote tip, and pushed as one fast-forward. Never forced: a rejected
+push means fetch, recompute on the new tip (the human may have paused,
+aborted or retargeted the release), commit again, push again, with bounded
+exponential backoff. Unpushed work is kept on ``refs/sluice/pending`` when
+the engine gives up.
+
+Git runs as a subprocess through GitPython's ``Repo.git`` (it raises
+``GitCommandError`` on failure, unlike ``Remote.push``). Credentials never
+touch the URL, .git/config, logs or errors: an HTTPS token goes in an
+``http.extraHeader`` passed through ``GIT_CONFIG_*`` environment variables,
+an SSH key through ``GIT_SSH_COMMAND``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import git
+
+from reconciler.core.history import HistoryRecord, RawCommit, history
+from reconciler.errors import GitAuthError, GitError
+
+PENDING_REF = "refs/sluice/pending"
+_AUTH_HINTS = ("authentication failed", "could not read username", "permission denied",
+               "403", "401", "invalid username or password", "access denied", "terminal prompts disabled")
+_MISSING_BRANCH = ("couldn't find remote ref", "not found in upstream", "remote branch")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate to the remote. Values are secrets: never logged."""
+
+    token: str | None = None            # HTTPS
+    username: str = "x-access-token"    # the user name sent with a token (GitHub style)
+    ssh_key_file: str | None = None     # SSH
+    known_hosts_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(token={'***' if self.token else None}, ssh_key_file={self.ssh_key_file!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Credentials":
+        """From SLUICE_GIT_TOKEN / SLUICE_GIT_TOKEN_FILE / SLUICE_GIT_SSH_KEY_FILE / SLUICE_GIT_KNOWN_HOSTS."""
+        env = os.environ if env is None else env
+        token = env.get("SLUICE_GIT_TOKEN")
+        if not token and env.get("SLUICE_GIT_TOKEN_FILE"):
+            token = Path(env["SLUICE_GIT_TOKEN_FILE"]).read_text().strip()
+        return cls(token=token or None, username=env.get("SLUICE_GIT_USERNAME", "x-access-token"),
+                   ssh_key_file=env.get("SLUICE_GIT_SSH_KEY_FILE") or None,
+                   known_hosts_file=env.get("SLUICE_GIT_KNOWN_HOSTS") or None)
+
+    def env(self) -> dict[str, str]:
+        out = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+        if self.token:
+            basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+            out.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        if self.ssh_key_file:
+            cmd = ["ssh", "-i", self.ssh_key_file, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+            if self.known_hosts_file:
+                cmd += ["-o", f"UserKnownHostsFile={self.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+            out["GIT_SSH_COMMAND"] = shlex.join(cmd)
+        return out
+
+    def secrets(self) -> list[str]:
+        out = []
+        if self.token:
+            out += [self.token, base64.b64encode(f"{self.username}:{self.token}".encode()).decode()]
+        return out
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str = "Sluice"
+    email: str = "sluice@localhost"
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """One commit to make: file contents (None deletes) and its message."""
+
+    files: Mapping[str, bytes | None]
+    message: str
+
+
+@dataclass
+class PushResult:
+    pushed: bool
+    tip: str                         # remote tip after the write
+    commits: list[str] = field(default_factory=list)
+    attempts: int = 0
+    retries: int = 0
+    error: str | None = None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+
+
+class Snapshot:
+    """The repo at one commit, for a write's compute function to read."""
+
+    def __init__(self, repo: "GitRepo", tip: str):
+        self.repo, self.tip = repo, tip
+
+    def read_files(self, prefixes: tuple[str, ...] = ("releases/", "sluice.yaml")) -> dict[str, bytes]:
+        return self.repo.read_files(self.tip, prefixes)
+
+    def read(self, path: str) -> bytes | None:
+        return self.repo.read_file(self.tip, path)
+
+
+class GitRepo:
+    """Sluice's bare clone of ``url`` at ``workdir``, following ``branch``."""
+
+    def __init__(self, url: str, workdir: str | os.PathLike, branch: str = "main", *,
+                 credentials: Credentials | None = None, author: Identity = Identity(),
+                 sign_config: Mapping[str, str] | None = None):
+        self.url, self.branch = url, branch
+        self.workdir = Path(workdir)
+        self.creds = credentials or Credentials()
+        self.author = author
+        self.sign_config = dict(sign_config or {})
+        self._repo: git.Repo | None = None
+        self._blobs: dict[str, bytes] = {}
+        self._graph_tip: str | None = None
+
+    # --- plumbing ---------------------------------------------------------
+    @property
+    def remote_ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {**self.creds.env(), "GIT_COMMITTER_NAME": self.author.name,
+               "GIT_COMMITTER_EMAIL": self.author.email, "GIT_AUTHOR_NAME": self.author.name,
+               "GIT_AUTHOR_EMAIL": self.author.email, "LC_ALL": "C"}
+        env.update(extra or {})
+        return env
+
+    def _fail(self, what: str, exc: git.GitCommandError) -> GitError:
+        text = redact(f"{exc.stderr or exc}".strip(), self.creds.secrets())
+        text = text.replace("stderr:", "").strip().strip("'").strip()
+        low = text.lower()
+        url = redact(self.url, self.creds.secrets())
+        if any(h in low for h in _MISSING_BRANCH):
+            return GitAuthError(f"{what}: branch {self.branch!r} does not exist on {url}")
+        if any(h in low for h in _AUTH_HINTS):
+            return GitAuthError(f"{what}: {url} refused our credentials ({text.splitlines()[-1] if text else 'denied'})")
+        return GitError(f"{what} {url}: {text.splitlines()[-1] if text else exc.status}")
+
+    def git(self, *args: str, env: Mapping[str, str] | None = None, **kw) -> str:
+        assert self._repo is not None
+        return self._repo.git.execute(["git", *args], env=self._env(env), **kw)
+
+    # --- sync ---------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self._repo is not None:
+            return
+        if (self.workdir / "HEAD").exists():
+            self._repo = git.Repo(self.workdir)
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._repo = git.Repo.init(self.workdir, bare=True)
+        self.git("config", "remote.origin.url", self.url)
+        self.git("config", "remote.origin.fetch", f"+refs/heads/{self.branch}:{self.remote_ref}")
+        self.git("config", "gc.auto", "0")          # gc when we choose, never in the middle of a pass
+        self.git("config", "core.commitGraph", "true")
+        self.git("config", "fetch.writeCommitGraph", "false")
+
+    def sync(self) -> str:
+        """Fetch the remote branch; returns its tip sha."""
+        self._ensure()
+        try:
+            self.git("fetch", "--quiet", "--no-tags", "origin",
+                     f"+refs/heads/{self.branch}:{self.remote_ref}")
+        except git.GitCommandError as exc:
+            raise self._fail("fetch", exc) from exc
+        tip = self.tip()
+        self._maybe_write_graph(tip)
+        return tip
+
+    def tip(self) -> str:
+        self._ensure()
+        try:
+            return self.git("rev-parse", "--verify", "--quiet", self.remote_ref).strip()
+        except git.GitCommandError as exc:
+            raise GitAuthError(f"branch {self.branch!r} has not been fetched from "
+                               f"{redact(self.url, self.creds.secrets())}") from exc
+
+    def _maybe_write_graph(self, tip: str) -> None:
+        """Keep a commit-graph with changed-path filters: path-limited log gets ~8x faster."""
+        if tip == self._graph_tip:
+            return
+        try:
+            self.git("commit-graph", "write", "--reachable", "--changed-paths", "--split", "--size-multiple=4")
+            self._graph_tip = tip
+        except git.GitCommandError:
+            pass  # an optimisation only
+
+    # --- read -----------------------------------------------------------------
+    def blob_ids(self, commit: str, prefixes: tuple[str, ...] = ("releases/", "sluice.yaml")) -> dict[str, str]:
+        out = self.git("ls-tree", "-r", "-z", "--full-tree", commit, "--", *[p.rstrip("/") for p in prefixes])
+        blobs = {}
+        for entry in filter(None, out.split("\0")):
+            meta, path = entry.split("\t", 1)
+            mode, kind, sha = meta.split()
+            if kind == "blob" and mode != "120000":   # symlinks are never followed
+                blobs[path] = sha
+        return blobs
+
+    def _cat(self, shas: list[str]) -> None:
+        missing = [s for s in dict.fromkeys(shas) if s not in self._blobs]
+        if not missing:
+            return
+        if len(self._blobs) > 50_000:
+            self._blobs.clear()
+        proc = subprocess.run(["git", "-C", str(self.workdir), "cat-file", "--batch"],
+                              input=("\n".join(missing) + "\n").encode(), capture_output=True,
+                              env={**os.environ, **self._env()}, check=True)
+        data, pos = proc.stdout, 0
+        for sha in missing:
+            header_end = data.index(b"\n", pos)
+            _, _, size = data[pos:header_end].split()
+            start = header_end + 1
+            self._blobs[sha] = data[start:start + int(size)]
+            pos = start + int(size) + 1
+
+    def read_files(self, commit: str | None = None,
+                   prefixes: tuple[str, ...] = ("releases/", "sluice.yaml")) -> dict[str, bytes]:
+        """Files under ``prefixes`` at ``commit`` (default: the remote tip), from the tree."""
+        commit = commit or self.tip()
+        blobs = self.blob_ids(commit, prefixes)
+        self._cat(list(blobs.values()))
+        return {path: self._blobs[sha] for path, sha in blobs.items()}
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        blobs = self.blob_ids(commit, (path,))
+        if path not in blobs:
+            return None
+        self._cat([blobs[path]])
+        return self._blobs[blobs[path]]
+
+    # --- write ----------------------------------------------------------------
+    def _commit(self, parent: str, plan: CommitPlan) -> str | None:
+        """One commit of ``plan`` on ``parent``; None when it changes nothing."""
+        with tempfile.TemporaryDirectory(prefix="sluice-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.git("read-tree", parent, env=env)
+            for path, data in sorted(plan.files.items()):
+                if data is None:
+                    self.git("update-index", "--force-remove", "--", path, env=env)
+                    continue
+                sha = self._hash(data)
+                self.git("update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", env=env)
+            tree = self.git("write-tree", env=env).strip()
+        if tree == self.git("rev-parse", f"{parent}^{{tree}}").strip():
+            return None   # no empty commits
+        sign = ["-S"] if self.sign_config else []
+        args = [arg for key, value in self.sign_config.items() for arg in ("-c", f"{key}={value}")]
+        proc = subprocess.run(["git", *args, "-C", str(self.workdir), "commit-tree", tree, "-p", parent, *sign, "-F", "-"],
+                              input=plan.message.encode(), capture_output=True, env={**os.environ, **self._env()})
+        if proc.returncode != 0:
+            raise GitError(f"commit failed: {redact(proc.stderr.decode(errors='replace').strip(), self.creds.secrets())}")
+        return proc.stdout.decode().strip()
+
+    def _hash(self, data: bytes) -> str:
+        proc = subprocess.run(["git", "-C", str(self.workdir), "hash-object", "-w", "--stdin"],
+                              input=data, capture_output=True, check=True, env={**os.environ, **self._env()})
+        return proc.stdout.decode().strip()
+
+    def _push(self, sha: str) -> tuple[bool, str]:
+        """(pushed, reason). A rejection is (False, reason); other failures raise."""
+        try:
+            self.git("push", "--porcelain", "origin", f"{sha}:refs/heads/{self.branch}")
+            return True, ""
+        except git.GitCommandError as exc:
+            text = f"{exc.stdout or ''}\n{exc.stderr or ''}".lower()
+            if any(h in text for h in ("[rejected]", "non-fast-forward", "fetch first", "stale info",
+                                       "cannot lock ref", "failed to update ref", "remote rejected")):
+                return False, "remote moved on (non-fast-forward): " + redact(
+                    " ".join((exc.stderr or "").split())[-200:], self.creds.secrets())
+            raise self._fail("push", exc) from exc
+
+    def write(self, compute: Callable[[Snapshot], list[CommitPlan]], *, max_attempts: int = 6,
+              backoff: float = 0.2, backoff_cap: float = 5.0,
+              sleep: Callable[[float], None] = time.sleep) -> PushResult:
+        """Commit what ``compute`` returns on the remote tip and push it, never forcing."""
+        self._ensure()
+        result = PushResult(pushed=False, tip=self.tip())
+        for attempt in range(1, max_attempts + 1):
+            result.attempts = attempt
+            tip = self.tip()
+            head, commits = tip, []
+            for plan in compute(Snapshot(self, tip)):
+                sha = self._commit(head, plan)
+                if sha:
+                    head = sha
+                    commits.append(sha)
+            if not commits:
+                return PushResult(pushed=False, tip=tip, attempts=attempt, retries=attempt - 1)
+            ok, reason = self._push(head)
+            if ok:
+                self.git("update-ref", self.remote_ref, head)
+                self._drop_pending()
+                return PushResult(pushed=True, tip=head, commits=commits, attempts=attempt, retries=attempt - 1)
+            self.git("update-ref", PENDING_REF, head)   # keep the work until it lands or is recomputed
+            result.error = reason
+            if attempt < max_attempts:
+                delay = min(backoff_cap, backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                sleep(delay)
+                self.sync()
+        result.retries = result.attempts - 1
+        raise GitError(f"push to {redact(self.url, self.creds.secrets())} {self.branch} rejected "
+                       f"{result.attempts} times ({result.error}); unpushed commits kept at {PENDING_REF}")
+
+    def _drop_pending(self) -> None:
+        try:
+            self.git("update-ref", "-d", PENDING_REF)
+        except git.GitCommandError:
+            pass
+
+    # --- history ----------------------------------------------------------------
+    def log_file(self, paths: list[str], ref: str | None = None, limit: int | None = None) -> list[RawCommit]:
+        fmt = "%H%x1f%an%x1f%ae%x1f%aI%x1f%B%x1e"
+        args = ["log", f"--format={fmt}", "--no-renames"]
+        if limit:
+            args.append(f"-n{limit}")
+        out = self.git(*args, ref or self.remote_ref, "--", *paths, strip_newline_in_stdout=False)
+        raws = []
+        for chunk in out.split("\x1e"):
+            chunk = chunk.lstrip("\n")
+            if not chunk:
+                continue
+            sha, author, email, at, message = chunk.split("\x1f", 4)
+            raws.append(RawCommit(sha, author, email, at, message))
+        return raws
+
+    def history(self, release: str, ref: str | None = None) -> list[HistoryRecord]:
+        """Every recorded step of ``release`` (``ns/name``), oldest first."""
+        ns, name = release.split("/", 1)
+        paths = [f"releases/{ns}/{name}.yaml", f"releases/{ns}/{name}.yml"]
+        return history(self.log_file(paths, ref), release)
