@@ -356,5 +356,9 @@ class GitRepo:
     def history(self, release: str, ref: str | None = None) -> list[HistoryRecord]:
         """Every recorded step of ``release`` (``ns/name``), oldest first."""
         ns, name = release.split("/", 1)
-        paths = [f"releases/{ns}/{name}.yaml", f"releases/{ns}/{name}.yml"]
-        return history(self.log_file(paths, ref), release)
+        path = f"releases/{ns}/{name}.yaml"
+        yml = path.removesuffix(".yaml") + ".yml"
+        if not self.blob_ids(ref or self.remote_ref, (path,)) and self.blob_ids(ref or self.remote_ref, (yml,)):
+            path = yml
+        # one literal path: git's changed-path Bloom filters only help a single pathspec
+        return history(self.log_file([path], ref), release)
