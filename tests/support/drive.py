@@ -1,0 +1,52 @@
+"""Drive the pure decision function through a rollout with a simulated clock,
+as the controller would: observe, decide, keep the status, repeat."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from reconciler.core.decide import Observations, analysis_due, decide
+from reconciler.core.model import MetricResult, Readiness, Release
+
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def ok(name="request-success-rate", value=99.9):
+    return MetricResult(name, "ok", value, min=99)
+
+
+def bad(name="request-success-rate", value=91.0):
+    return MetricResult(name, "failed", value, min=99, message=f"{value} < min 99")
+
+
+class Driver:
+    """Holds a release and a clock; ``tick`` runs one controller pass."""
+
+    def __init__(self, rel: Release, now: datetime = T0):
+        self.rel, self.now = rel, now
+        self.events = []
+        self.decisions = []
+
+    def tick(self, *, seconds: float = 0, ready: bool | str = True, results=None, verdict=None, **spec):
+        self.now += timedelta(seconds=seconds)
+        if spec:
+            doc = dict(self.rel.doc)
+            doc["spec"] = {**doc["spec"], **spec}
+            self.rel = Release(self.rel.path, doc)
+        versions = {v["version"] for v in (self.rel.status.get("canary"), self.rel.status.get("stable"),
+                                            self.rel.target) if v}
+        state = ready if isinstance(ready, str) else ("ready" if ready else "progressing")
+        readiness = {v: Readiness(v, state) for v in versions}
+        analysis = None
+        if analysis_due(self.rel, self.now):
+            analysis = tuple(results) if results is not None else (ok(),)
+        d = decide(self.rel, Observations(readiness, analysis, verdict if analysis is not None else None), self.now)
+        self.decisions.append(d)
+        if d.event:
+            self.events.append(d.event)
+        self.rel = self.rel.with_status(d.status)
+        return d
+
+    @property
+    def status(self):
+        return self.rel.status
