@@ -16,7 +16,7 @@ $(STAMP): $(PY) pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/sluice validate sample-repo
-	$(VENV)/bin/sluice render sample-repo bookinfo/reviews
+	$(VENV)/bin/sluice demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

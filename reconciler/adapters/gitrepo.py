@@ -143,10 +143,24 @@ class GitRepo:
         self._blobs: dict[str, bytes] = {}
         self._graph_tip: str | None = None
 
+    @classmethod
+    def open_local(cls, path: str | os.PathLike) -> "GitRepo":
+        """A person's existing clone, read-only: reads follow its HEAD; nothing is written."""
+        try:
+            repo = git.Repo(path, search_parent_directories=False)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise GitError(f"{path}: not a git repository") from exc
+        obj = cls(str(path), repo.git_dir)
+        obj._repo = repo
+        obj._local = True
+        return obj
+
     # --- plumbing ---------------------------------------------------------
+    _local = False
+
     @property
     def remote_ref(self) -> str:
-        return f"refs/remotes/origin/{self.branch}"
+        return "HEAD" if self._local else f"refs/remotes/origin/{self.branch}"
 
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {**self.creds.env(), "GIT_COMMITTER_NAME": self.author.name,

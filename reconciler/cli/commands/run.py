@@ -1,0 +1,125 @@
+"""``sluice run``: the controller. Every flag is also a ``SLUICE_*`` variable
+(docs/operations.md lists them with units and defaults).
+
+    sluice run --repo URL|PATH [--branch main] [--target kubernetes|git] [--once]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from reconciler import logs
+from reconciler.adapters.gitrepo import Credentials, GitRepo, Identity
+from reconciler.adapters.prometheus import Prometheus
+from reconciler.controller import Controller, GitTarget
+from reconciler.core.durations import parse_duration
+from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path
+
+
+def _opt(*names, env, **kw):
+    return click.option(*names, envvar=f"SLUICE_{env}", show_envvar=True, show_default=True, **kw)
+
+
+def _secret(value: str | None, file: str | None) -> str | None:
+    if file:
+        return Path(file).read_text().strip()
+    return value or None
+
+
+def build_target(target: str, kubeconfig: str | None, context: str | None):
+    if target == "git":
+        return GitTarget()
+    from reconciler.adapters.cluster import Cluster, KubernetesTarget
+    return KubernetesTarget(Cluster.connect(kubeconfig=kubeconfig, context=context))
+
+
+@click.command()
+@_opt("--repo", env="REPO", required=True, help="Config repo: URL (https://, ssh://, git://, file://) or local path.")
+@_opt("--branch", env="BRANCH", default="main", help="Branch to follow and write to.")
+@_opt("--target", env="TARGET", type=click.Choice(["kubernetes", "git"]), default="kubernetes",
+      help="Apply to the cluster, or write rendered manifests to git for Argo CD/Flux.")
+@_opt("--workdir", env="WORKDIR", default=None, help="Where Sluice keeps its own clone (default: a dir under $TMPDIR).")
+@_opt("--interval", env="INTERVAL", default="30s", help="Poll interval; webhooks and the watchdog trigger sooner.")
+@_opt("--once", env="ONCE", is_flag=True, help="Run one pass and exit (CI, cron). Exit 1 if it failed.")
+@_opt("--prometheus", env="PROMETHEUS", default=None, help="Prometheus URL (overrides sluice.yaml providers).")
+@_opt("--listen", env="LISTEN", default="127.0.0.1:8080", help="host:port for /healthz, /readyz, /metrics, /webhook.")
+@_opt("--webhook-secret", env="WEBHOOK_SECRET", default=None, help="HMAC secret for webhooks (prefer the _FILE form).")
+@_opt("--webhook-secret-file", env="WEBHOOK_SECRET_FILE", default=None, help="File holding the webhook secret.")
+@_opt("--webhook-allow-unsigned", env="WEBHOOK_ALLOW_UNSIGNED", is_flag=True, help="Accept unsigned webhooks (never in production).")
+@_opt("--watch/--no-watch", env="WATCH", default=True, help="Watch a local-path repo with watchdog.")
+@_opt("--author-name", env="AUTHOR_NAME", default="Sluice", help="Author of Sluice's commits.")
+@_opt("--author-email", env="AUTHOR_EMAIL", default="sluice@localhost", help="Author email of Sluice's commits.")
+@_opt("--kubeconfig", env="KUBECONFIG_PATH", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
+@_opt("--context", env="CONTEXT", default=None, help="kubeconfig context.")
+@_opt("--log-format", env="LOG_FORMAT", type=click.Choice(["kv", "json"]), default="kv", help="Log line format.")
+@_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
+def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
+            webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
+            context, log_format, log_level) -> int:
+    """Run the controller: sync, decide, commit, apply, repeat."""
+    creds = Credentials.from_env()
+    secret = _secret(webhook_secret, webhook_secret_file)
+    logs.setup(log_format, log_level, secrets=[*creds.secrets(), secret or ""])
+    local = os.path.isdir(repo)
+    url = os.path.abspath(repo) if local else repo
+    if workdir is None:
+        workdir = os.path.join(tempfile.gettempdir(), "sluice-" + hashlib.sha1(f"{url}@{branch}".encode()).hexdigest()[:12])
+    git = GitRepo(url, workdir, branch, credentials=creds, author=Identity(author_name, author_email))
+    controller = Controller(git, build_target(target, kubeconfig, context),
+                            prometheus=Prometheus(prometheus) if prometheus else None)
+    metrics = Metrics()
+    if once:
+        t0 = time.monotonic()
+        report = controller.run_pass()
+        metrics.observe_pass(report, time.monotonic() - t0)
+        for key, out in sorted(report.outcomes.items()):
+            if out.event:
+                click.echo(f"{out.event.release}: {out.event.summary}")
+        for problem in report.problems:
+            click.echo(f"invalid: {problem}", err=True)
+        if report.error:
+            click.echo(f"error: {report.error}", err=True)
+        return 1 if report.error else 0
+
+    runner: Runner
+
+    def one_pass() -> float | None:
+        t0 = time.monotonic()
+        report = controller.run_pass()
+        metrics.observe_pass(report, time.monotonic() - t0)
+        if not report.error:
+            runner.first_sync_ok = True
+            runner.last_ok = time.monotonic()
+        return 1.0 if report.outcomes and any(o.phase in ("Progressing", "WaitingApproval") for o in report.outcomes.values()) else None
+
+    poll = parse_duration(interval)
+    runner = Runner(one_pass, poll_interval=poll, min_gap=0.5)
+    host, _, port = listen.rpartition(":")
+    webhook = WebhookConfig(secret.encode() if secret else None, webhook_allow_unsigned, branch)
+    server = Server(host or "127.0.0.1", int(port), runner, metrics, webhook=webhook, stale_after=max(3 * poll, 60))
+    server.start()
+    observer = watch_path(url, runner.kick) if local and watch else None
+    done = threading.Event()
+
+    def stop(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.start()
+    click.echo(f"sluice: following {git.url if not creds.token else '(redacted)'} {branch}, target {target}, "
+               f"listening on {host}:{server.port}", err=True)
+    done.wait()
+    runner.stop(timeout=120)   # finish the pass in flight
+    if observer:
+        observer.stop()
+    server.stop()
+    return 0

@@ -1,0 +1,140 @@
+"""``sluice status [REPO|URL] [-o table|wide|json|yaml] [--watch] [--wait RELEASE --timeout D]``
+
+Read-only: one line per release from the committed specs and their status
+blocks. A URL is cloned into Sluice's cache dir; a local checkout is read in
+place and never written.
+
+JSON (``-o json``), versioned::
+
+    {"apiVersion": "sluice.dev/status/v1",
+     "releases": [{"namespace", "name", "strategy", "phase", "weight", "step", "steps",
+                   "stable", "new", "message", "lastChange": {"author", "at"} | null,
+                   "valid": true, "problems": []}]}
+
+``--wait RELEASE`` exits 0 when the release is promoted (its target is
+stable), 1 when rolled back, aborted or failed, 2 on timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import click
+import yaml
+
+from reconciler.cli.common import find_release
+from reconciler.cli.source import open_source
+from reconciler.core.decide import stages
+from reconciler.core.durations import parse_duration
+from reconciler.core.loader import key_from_path
+
+STATUS_API = "sluice.dev/status/v1"
+DOWN = ("RolledBack", "Aborted", "Failed")
+LIVE = ("Progressing", "Paused", "WaitingApproval")
+
+
+def _age(at: str | None, now: datetime) -> str:
+    if not at:
+        return "-"
+    try:
+        t = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    secs = max(0, int((now - t).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def rows(source) -> list[dict]:
+    loaded = source.load()
+    changes = source.last_changes({r.path for r in loaded.releases} | set(loaded.invalid))
+    out = []
+    for rel in loaded.releases:
+        st = rel.status
+        last = changes.get(rel.path)
+        out.append({
+            "namespace": rel.namespace, "name": rel.name, "strategy": rel.strategy_kind,
+            "phase": st.get("phase") or "Pending", "weight": st.get("weight", 0), "step": st.get("step", 0),
+            "steps": len(stages(rel)), "stable": (st.get("stable") or {}).get("version"),
+            "new": (st.get("canary") or {}).get("version") or (
+                rel.target["version"] if rel.target["version"] != (st.get("stable") or {}).get("version") else None),
+            "target": rel.target["version"], "message": st.get("message"),
+            "lastChange": {"author": last[0], "at": last[1]} if last else None,
+            "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": []})
+    for path, problems in loaded.invalid.items():
+        key = key_from_path(path)
+        ns, _, name = key.partition("/")
+        last = changes.get(path)
+        out.append({"namespace": ns, "name": name, "strategy": None, "phase": "Invalid", "weight": None,
+                    "step": None, "steps": None, "stable": None, "new": None, "target": None,
+                    "message": str(problems[0]), "lastChange": {"author": last[0], "at": last[1]} if last else None,
+                    "since": None, "valid": False, "problems": [p.to_json() for p in problems]})
+    return sorted(out, key=lambda r: (r["namespace"], r["name"]))
+
+
+def table(items: list[dict], wide: bool = False) -> str:
+    now = datetime.now(timezone.utc)
+    head = ["NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "STEP", "STABLE", "NEW", "LAST CHANGE", "AGE"]
+    if wide:
+        head.append("MESSAGE")
+    lines = [head]
+    for r in items:
+        last = r["lastChange"]
+        row = [r["namespace"], r["name"], r["strategy"] or "-", r["phase"],
+               "-" if r["weight"] is None else f"{r['weight']}%",
+               f"{r['step']}/{r['steps']}" if r["steps"] and r["phase"] in LIVE else "-", r["stable"] or "-", r["new"] or "-",
+               f"{last['author']} {_age(last['at'], now)} ago" if last else "-", _age(r["since"], now)]
+        if wide:
+            row.append(r["message"] or "")
+        lines.append(row)
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def _render(items, output):
+    if output == "json":
+        return json.dumps({"apiVersion": STATUS_API, "releases": items}, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump({"apiVersion": STATUS_API, "releases": items}, sort_keys=False)
+    return table(items, wide=output == "wide")
+
+
+@click.command()
+@click.argument("repo", required=False, default=".")
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]), default="table", show_default=True)
+@click.option("--branch", default="main", show_default=True, help="Branch of a URL to read.")
+@click.option("--watch", is_flag=True, help="Refresh in place every --every seconds (Ctrl-C to stop).")
+@click.option("--every", default=2.0, show_default=True, help="Seconds between refreshes of --watch and --wait.")
+@click.option("--wait", "wait_for", metavar="RELEASE", help="Block until RELEASE is promoted (0) or rolled back (1).")
+@click.option("--timeout", default="10m", show_default=True, help="Give up --wait after this long (exit 2).")
+def command(repo, output, branch, watch, every, wait_for, timeout) -> int:
+    """Show every release's rollout state, read-only."""
+    source = open_source(repo, branch)
+    if wait_for:
+        deadline = time.monotonic() + parse_duration(timeout)
+        while True:
+            items = rows(source)
+            hit = [r for r in items if f"{r['namespace']}/{r['name']}" == wait_for or r["name"] == wait_for]
+            if not hit:
+                raise click.UsageError(f"no release {wait_for!r}")
+            r = hit[0]
+            if r["phase"] in DOWN:
+                click.echo(f"{wait_for}: {r['phase']}: {r['message'] or ''}")
+                return 1
+            if r["phase"] == "Promoted" and r["stable"] == r["target"]:
+                click.echo(f"{wait_for}: promoted {r['stable']}")
+                return 0
+            if time.monotonic() > deadline:
+                click.echo(f"{wait_for}: still {r['phase']} after {timeout}", err=True)
+                return 2
+            time.sleep(every)
+    if watch:
+        while True:
+            click.echo("\x1b[H\x1b[2J" + _render(rows(source), output))
+            time.sleep(every)
+    click.echo(_render(rows(source), output))
+    return 0

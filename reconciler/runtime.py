@@ -1,0 +1,270 @@
+"""The long-running service around the reconcile pass.
+
+- ``Runner``: one worker thread runs passes; triggers only ``kick`` it. Kicks
+  during a pass set one "dirty" flag, so a burst coalesces into at most one
+  more pass, and two passes never run at once. The next pass also comes by
+  itself after the poll interval, or sooner when a rollout step is due.
+- ``Server``: one HTTP listener for ``/healthz`` (alive), ``/readyz`` (first
+  sync done, last good pass not stale), ``/metrics`` (prometheus_client, on
+  our own registry) and ``POST /webhook`` (GitHub, GitLab or generic push
+  events, HMAC-SHA256 verified in constant time; unsigned or wrong: 401 and
+  nothing happens; over the body limit: 413; over the rate limit: 429).
+  The stdlib ThreadingHTTPServer is enough for a handful of endpoints and
+  keeps the image small.
+- ``watch_path``: a watchdog observer for a repo on a local path (a
+  developer's checkout, or a volume kept fresh by git-sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("sluice.runtime")
+PHASES = ("Idle", "Progressing", "Paused", "WaitingApproval", "Promoted", "RolledBack", "Aborted", "Failed", "Invalid")
+
+
+class Metrics:
+    """The controller's own metrics, on a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.weight = Gauge("sluice_release_weight", "% of live traffic on the new version", ["release"], registry=r)
+        self.step = Gauge("sluice_release_step", "current step or iteration", ["release"], registry=r)
+        self.failed = Gauge("sluice_release_failed_checks", "failed checks of the rollout", ["release"], registry=r)
+        self.phase = Gauge("sluice_release_phase", "1 for the release's current phase", ["release", "phase"], registry=r)
+        self.metric = Gauge("sluice_analysis_value", "last analysis value", ["release", "metric"], registry=r)
+        self.passes = Counter("sluice_passes_total", "reconcile passes by result", ["result"], registry=r)
+        self.duration = Histogram("sluice_pass_duration_seconds", "reconcile pass duration", registry=r,
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.git_errors = Counter("sluice_git_errors_total", "git sync or push failures", registry=r)
+        self.api_errors = Counter("sluice_api_errors_total", "Kubernetes API failures", registry=r)
+        self.push_retries = Counter("sluice_push_retries_total", "pushes retried after a rejection", registry=r)
+        self.drift = Counter("sluice_drift_repaired_total", "objects put back after drift", registry=r)
+        self.invalid = Gauge("sluice_invalid_releases", "releases refused as invalid", registry=r)
+        self.webhooks = Counter("sluice_webhook_requests_total", "webhook requests by result", ["result"], registry=r)
+        self.leader = Gauge("sluice_leader", "1 while this replica leads", registry=r)
+
+    def observe_pass(self, report, seconds: float) -> None:
+        self.duration.observe(seconds)
+        self.passes.labels("error" if report.error else "ok").inc()
+        if report.error:
+            self.git_errors.inc()
+        self.push_retries.inc(report.push_retries)
+        self.invalid.set(len({p.release or p.file for p in report.problems}))
+        if report.applied:
+            self.drift.inc(len(report.applied.drifted))
+            if report.applied.errors:
+                self.api_errors.inc(len(report.applied.errors))
+        for key, out in report.outcomes.items():
+            self.weight.labels(key).set(out.weight)
+            self.step.labels(key).set(out.step)
+            for phase in PHASES:
+                self.phase.labels(key, phase).set(1 if out.phase == phase else 0)
+        for key, results in report.analysis.items():
+            for res in results:
+                if res.value is not None:
+                    self.metric.labels(key, res.name).set(res.value)
+
+
+class Runner:
+    """Runs ``pass_fn`` on one thread; ``kick`` asks for a pass soon."""
+
+    def __init__(self, pass_fn: Callable[[], float | None], *, poll_interval: float = 30.0,
+                 min_gap: float = 0.0):
+        self.pass_fn, self.poll_interval, self.min_gap = pass_fn, poll_interval, min_gap
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="sluice-runner", daemon=True)
+        self.passes = 0
+        self.running = False
+        self.last_ok: float | None = None
+        self.first_sync_ok = False
+
+    def kick(self, reason: str = "") -> None:
+        log.debug("kick reason=%s", reason or "-")
+        self._wake.set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the pass in flight, then stop."""
+        self._stop.set()
+        self._wake.set()
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            self.running = True
+            try:
+                hint = self.pass_fn()
+                self.passes += 1
+            finally:
+                self.running = False
+            wait = self.poll_interval if hint is None else max(self.min_gap, min(self.poll_interval, hint))
+            self._wake.wait(wait)
+
+
+@dataclass
+class WebhookConfig:
+    secret: bytes | None = None        # None + allow_unsigned False: every request is refused
+    allow_unsigned: bool = False
+    branch: str = "main"
+    max_body: int = 1 << 20
+    rate_per_second: float = 5.0
+    burst: int = 20
+    _tokens: float = field(default=0.0, repr=False)
+    _last: float = field(default=0.0, repr=False)
+
+    def __repr__(self) -> str:
+        return f"WebhookConfig(secret={'***' if self.secret else None}, branch={self.branch!r})"
+
+    def take(self) -> bool:
+        """Token bucket: False when the caller is over the rate limit."""
+        now = time.monotonic()
+        if not self._last:
+            self._tokens, self._last = float(self.burst), now
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_second)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def verify_signature(cfg: WebhookConfig, body: bytes, headers) -> bool:
+    """GitHub ``X-Hub-Signature-256``, generic ``X-Sluice-Signature`` (both
+    ``sha256=<hex hmac>``), or GitLab's ``X-Gitlab-Token`` shared secret."""
+    if cfg.secret is None:
+        return cfg.allow_unsigned
+    expected = "sha256=" + hmac.new(cfg.secret, body, hashlib.sha256).hexdigest()
+    for header in ("X-Hub-Signature-256", "X-Sluice-Signature"):
+        given = headers.get(header)
+        if given:
+            return hmac.compare_digest(given.strip().encode(), expected.encode())
+    token = headers.get("X-Gitlab-Token")
+    if token:
+        return hmac.compare_digest(token.encode(), cfg.secret)
+    return False
+
+
+def pushed_branch(body: bytes) -> str | None:
+    """The branch a push event names (GitHub/GitLab ``ref``, generic ``branch``)."""
+    try:
+        doc = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    ref = doc.get("ref") or doc.get("branch")
+    if not isinstance(ref, str):
+        return None
+    return ref.removeprefix("refs/heads/")
+
+
+class Server:
+    """Health, readiness, metrics and the webhook on one loopback-or-pod port."""
+
+    def __init__(self, host: str, port: int, runner: Runner, metrics: Metrics, *,
+                 webhook: WebhookConfig | None = None, stale_after: float = 120.0):
+        self.runner, self.metrics, self.webhook, self.stale_after = runner, metrics, webhook, stale_after
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):  # access logs are noise here
+                pass
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/healthz":
+                    alive = server.runner.thread.is_alive()
+                    self._send(200 if alive else 503, b"ok\n" if alive else b"runner stopped\n")
+                elif self.path == "/readyz":
+                    ok, why = server.ready()
+                    self._send(200 if ok else 503, (why + "\n").encode())
+                elif self.path == "/metrics":
+                    self._send(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
+                else:
+                    self._send(404, b"not found\n")
+
+            def do_POST(self):
+                if self.path != "/webhook" or server.webhook is None:
+                    self._send(404, b"not found\n")
+                    return
+                code, text = server.handle_webhook(self)
+                server.metrics.webhooks.labels(str(code)).inc()
+                self._send(code, (text + "\n").encode())
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="sluice-http", daemon=True)
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.runner.first_sync_ok:
+            return False, "first sync not done"
+        if self.runner.last_ok is None or time.monotonic() - self.runner.last_ok > self.stale_after:
+            return False, "last successful pass is stale"
+        return True, "ok"
+
+    def handle_webhook(self, req: BaseHTTPRequestHandler) -> tuple[int, str]:
+        cfg = self.webhook
+        assert cfg is not None
+        if not cfg.take():
+            return 429, "rate limited"
+        try:
+            length = int(req.headers.get("Content-Length") or 0)
+        except ValueError:
+            return 400, "bad Content-Length"
+        if length < 0 or length > cfg.max_body:
+            return 413, "body too large"
+        body = req.rfile.read(length)
+        if not verify_signature(cfg, body, req.headers):
+            return 401, "bad or missing signature"
+        branch = pushed_branch(body)
+        if branch is not None and branch != cfg.branch:
+            return 202, f"ignored: push to {branch}"
+        self.runner.kick("webhook")
+        return 202, "pass scheduled"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def watch_path(path: str, kick: Callable[[str], None]):
+    """Kick a pass when files (or .git refs) under ``path`` change. Returns the observer."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if not event.is_directory and not str(event.src_path).endswith((".lock", "index")):
+                kick("watchdog")
+
+    observer = Observer()
+    observer.schedule(Handler(), path, recursive=True)
+    observer.daemon = True
+    observer.start()
+    return observer
