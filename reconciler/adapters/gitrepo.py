@@ -276,7 +276,8 @@ class GitRepo:
     def _commit(self, parent: str, plan: CommitPlan) -> str | None:
         """One commit of ``plan`` on ``parent``; None when it changes nothing."""
         with tempfile.TemporaryDirectory(prefix="sluice-index-") as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            # an empty scratch work tree: bare repos refuse some index commands without one
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": tmp}
             self.git("read-tree", parent, env=env)
             for path, data in sorted(plan.files.items()):
                 if data is None:

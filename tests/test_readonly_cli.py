@@ -1,0 +1,66 @@
+"""Read-only commands never write: run on a checkout made read-only, and the
+files, refs and index are byte-identical afterwards."""
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import stat
+
+from reconciler.cli.main import main
+from tests.support.gitserver import run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def snapshot(root: pathlib.Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha1(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
+        else:
+            out[str(p.relative_to(root))] = "dir" + oct(p.stat().st_mode)
+    return out
+
+
+def make_checkout(tmp_path):
+    work = tmp_path / "config"
+    shutil.copytree(REPO / "sample-repo", work)
+    env = {"GIT_AUTHOR_NAME": "Ann", "GIT_AUTHOR_EMAIL": "ann@x", "GIT_COMMITTER_NAME": "Ann", "GIT_COMMITTER_EMAIL": "ann@x"}
+    run("init", "-q", "-b", "main", cwd=work)
+    run("add", "-A", cwd=work, env=env)
+    run("commit", "-q", "-m", "import", cwd=work, env=env)
+    return work
+
+
+def test_read_only_commands_touch_nothing(tmp_path, capsys, monkeypatch):
+    work = make_checkout(tmp_path)
+    monkeypatch.setenv("SLUICE_CACHE_DIR", str(tmp_path / "cache"))
+    for p in [work, *work.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = snapshot(work)
+    assert main(["validate", str(work)]) == 0
+    assert main(["render", str(work)]) == 0
+    assert main(["status", str(work), "-o", "json"]) == 0
+    assert main(["history", "bookinfo/reviews", "--repo", str(work), "-o", "json"]) == 0
+    assert snapshot(work) == before
+    for p in [work, *work.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def test_status_json_and_history_json(tmp_path, capsys, monkeypatch):
+    work = make_checkout(tmp_path)
+    monkeypatch.setenv("SLUICE_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["status", str(work), "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["apiVersion"] == "sluice.dev/status/v1"
+    reviews = next(r for r in doc["releases"] if r["name"] == "reviews")
+    assert (reviews["phase"], reviews["weight"], reviews["step"], reviews["stable"], reviews["new"]) == \
+        ("Progressing", 20, 2, "v1", "v2")
+    assert reviews["lastChange"]["author"] == "Ann"
+    assert main(["history", "reviews", "--repo", str(work), "-o", "json"]) == 0
+    hist = json.loads(capsys.readouterr().out)
+    assert hist["apiVersion"] == "sluice.dev/history/v1" and hist["records"][0]["action"] == "edit"
+    assert main(["status", f"file://{tmp_path / 'nowhere'}"]) == 1
+    assert "fetch" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""The service around the pass: coalescing runner, webhook (HMAC, limits),
+health/readiness/metrics, and the watchdog trigger, over real HTTP on
+127.0.0.1."""
+
+import hashlib
+import hmac
+import json
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path
+
+pytestmark = pytest.mark.timeout(60)
+SECRET = b"hook-secret"
+
+
+class Passes:
+    """A pass function that records when passes start and whether two overlap."""
+
+    def __init__(self, seconds=0.0):
+        self.seconds, self.starts, self.active, self.overlap = seconds, [], 0, False
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            self.active += 1
+            self.overlap |= self.active > 1
+            self.starts.append(time.monotonic())
+        time.sleep(self.seconds)
+        with self.lock:
+            self.active -= 1
+        return None
+
+
+@pytest.fixture
+def service():
+    passes = Passes(0.05)
+    runner = Runner(passes, poll_interval=3600)
+    metrics = Metrics()
+    server = Server("127.0.0.1", 0, runner, metrics,
+                    webhook=WebhookConfig(SECRET, branch="main", rate_per_second=1000, burst=1000))
+    server.start()
+    runner.start()
+    time.sleep(0.2)   # the first pass
+    yield passes, runner, server
+    runner.stop(5)
+    server.stop()
+
+
+def post(server, body: bytes, headers: dict) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/webhook", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def sign(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+
+
+def test_signed_webhook_triggers_a_pass_within_a_second(service):
+    passes, _, server = service
+    latencies = []
+    for _ in range(10):
+        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        n = len(passes.starts)
+        t0 = time.monotonic()
+        assert post(server, body, {"X-Hub-Signature-256": sign(body)}) == 202
+        while len(passes.starts) == n and time.monotonic() - t0 < 2:
+            time.sleep(0.005)
+        assert len(passes.starts) > n
+        latencies.append(passes.starts[n] - t0)
+        time.sleep(0.1)
+    assert statistics.median(latencies) < 1.0
+    print(f"webhook->pass p50 {statistics.median(latencies) * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Hub-Signature-256": "sha256=" + "0" * 64},
+                                     {"X-Sluice-Signature": "sha256=nothex"}, {"X-Gitlab-Token": "wrong"}])
+def test_unsigned_or_wrong_signature_is_refused_and_triggers_nothing(service, headers):
+    passes, _, server = service
+    n = len(passes.starts)
+    assert post(server, b'{"ref": "refs/heads/main"}', headers) == 401
+    time.sleep(0.3)
+    assert len(passes.starts) == n
+
+
+def test_gitlab_token_generic_branch_filter_and_size_limit(service):
+    passes, _, server = service
+    assert post(server, b'{"ref": "refs/heads/main"}', {"X-Gitlab-Token": SECRET.decode()}) == 202
+    body = b'{"branch": "feature"}'
+    n = len(passes.starts)
+    assert post(server, body, {"X-Sluice-Signature": sign(body)}) == 202   # ignored: another branch
+    time.sleep(0.3)
+    assert len(passes.starts) == n
+    big = b"x" * (2 << 20)
+    assert post(server, big, {"X-Sluice-Signature": sign(big)}) == 413
+    hostile = b"[" * 100000
+    assert post(server, hostile, {"X-Sluice-Signature": sign(hostile)}) == 202   # no traceback, a pass at most
+
+
+def test_flood_coalesces_and_never_overlaps(service):
+    passes, _, server = service
+    n = len(passes.starts)
+    body = b'{"ref": "refs/heads/main"}'
+    threads = [threading.Thread(target=post, args=(server, body, {"X-Hub-Signature-256": sign(body)}))
+               for _ in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(0.5)
+    assert not passes.overlap
+    assert 1 <= len(passes.starts) - n < 60   # bursts coalesce
+
+
+def test_rate_limit():
+    cfg = WebhookConfig(SECRET, rate_per_second=1, burst=3)
+    assert [cfg.take() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_health_readiness_metrics(service):
+    passes, runner, server = service
+    base = f"http://127.0.0.1:{server.port}"
+    assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/readyz", timeout=5)
+    assert err.value.code == 503   # no successful sync yet
+    runner.first_sync_ok, runner.last_ok = True, time.monotonic()
+    assert urllib.request.urlopen(f"{base}/readyz", timeout=5).status == 200
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    assert "sluice_pass_duration_seconds_bucket" in text and "sluice_webhook_requests_total" in text
+
+
+def test_watchdog_kicks_a_pass_on_a_local_change(tmp_path):
+    passes = Passes()
+    runner = Runner(passes, poll_interval=3600)
+    runner.start()
+    time.sleep(0.2)
+    observer = watch_path(str(tmp_path), runner.kick)
+    try:
+        n = len(passes.starts)
+        t0 = time.monotonic()
+        (tmp_path / "release.yaml").write_text("x: 1\n")
+        while len(passes.starts) == n and time.monotonic() - t0 < 3:
+            time.sleep(0.01)
+        assert len(passes.starts) > n and passes.starts[n] - t0 < 1.0
+    finally:
+        observer.stop()
+        runner.stop(5)
