@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Protocol
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
 from reconciler.adapters.prometheus import Prometheus, run_checks
 from reconciler.core import analysis
-from reconciler.core.decide import Decision, Observations, analysis_due, decide
+from reconciler.core.decide import Decision, Observations, analysis_due, decide, iso
 from reconciler.core.loader import LoadCache, load_files
 from reconciler.core.messages import format_commit
 from reconciler.core.model import Event, Problem, Readiness, Release, RepoLoad
@@ -195,6 +195,21 @@ class Controller:
                                               "Sluice-Release: -\nSluice-Action: prune\n"))
         return plans
 
+    def _record_drift(self, decisions, loaded: RepoLoad, now: datetime) -> None:
+        """Live objects edited behind git's back: note it in status (a commit), then repair."""
+        detect = getattr(self.target, "detect_drift", None)
+        if detect is None:
+            return
+        quiet = {k: render(rel.with_status(d.status), loaded.settings)
+                 for k, (rel, _, d) in decisions.items() if d.event is None}
+        for key, objects in detect(quiet).items():
+            rel, obs, d = decisions[key]
+            status = {**d.status, "drift": {"detectedAt": iso(now), "objects": objects}}
+            log.warning("release=%s drift: %s differ from git; putting them back", key, ", ".join(objects))
+            event = Event(key, "drift", f"repair drift in {', '.join(objects)}", weight=status.get("weight"),
+                          phase=status.get("phase"), reason="live objects differed from git")
+            decisions[key] = (rel, obs, Decision(status, event, next_check_in=d.next_check_in))
+
     # --- the pass ------------------------------------------------------------
     def run_pass(self) -> PassReport:
         report = PassReport()
@@ -210,7 +225,13 @@ class Controller:
         for problem in loaded.problems:
             log.warning("release=%s invalid: %s", problem.release or "-", problem)
         now = self.clock()
-        ready = self.target.observe(loaded.releases)
+        try:
+            ready = self.target.observe(loaded.releases)
+        except SluiceError as exc:   # cluster unreachable or forbidden: decide nothing blind
+            report.error = str(exc)
+            log.error("observe failed: %s", exc)
+            self.last = report
+            return report
         decisions: dict[str, tuple[Release, Observations, Decision]] = {}
         for rel in loaded.releases:
             obs = self._observe(rel, ready, loaded.settings, now)
@@ -218,6 +239,7 @@ class Controller:
                 report.analysis[rel.key] = obs.analysis
             decisions[rel.key] = (rel, obs, decide(rel, obs, now))
         keep = {p.release for p in loaded.problems if p.release}
+        self._record_drift(decisions, loaded, now)
         writer = self.can_write()
         # a rollback reaches the cluster before its commit (invariant 1's one exception)
         urgent = {k: render(rel.with_status(d.status), loaded.settings)

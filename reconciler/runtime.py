@@ -213,7 +213,10 @@ class Server:
                 server.metrics.webhooks.labels(str(code)).inc()
                 self._send(code, (text + "\n").encode())
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        class _HTTPServer(ThreadingHTTPServer):
+            request_queue_size = 128    # a burst of webhooks must queue, not be refused
+
+        self.httpd = _HTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="sluice-http", daemon=True)

@@ -1,0 +1,35 @@
+"""Is a version's Deployment able to take traffic? Read from its status.
+
+Ready only when the controller has seen the latest spec (observedGeneration
+>= generation) and updated = ready = available = desired replicas. Failed
+when Kubernetes says ProgressDeadlineExceeded, or when ``deadline`` seconds
+passed since ``since`` without becoming ready.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Mapping
+
+from reconciler.core.model import Readiness
+
+
+def deployment_readiness(version: str, dep: Mapping[str, Any] | None, *, now: datetime | None = None,
+                         since: datetime | None = None, deadline_s: float | None = None) -> Readiness:
+    if dep is None:
+        return Readiness(version, "missing", "no Deployment yet")
+    spec, status = dep.get("spec") or {}, dep.get("status") or {}
+    meta = dep.get("metadata") or {}
+    want = int(spec.get("replicas", 1))
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("status") == "False" \
+                and cond.get("reason") == "ProgressDeadlineExceeded":
+            return Readiness(version, "failed", "ProgressDeadlineExceeded")
+    seen = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 1))
+    counts = [int(status.get(k, 0)) for k in ("updatedReplicas", "readyReplicas", "availableReplicas")]
+    if seen and all(c >= want for c in counts) and int(status.get("replicas", want)) <= want:
+        return Readiness(version, "ready")
+    msg = f"{counts[1]}/{want} ready" + ("" if seen else ", spec not observed yet")
+    if now and since and deadline_s is not None and (now - since).total_seconds() > deadline_s:
+        return Readiness(version, "failed", f"not ready after {deadline_s:.0f}s: {msg}")
+    return Readiness(version, "progressing", msg)
