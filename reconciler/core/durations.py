@@ -26,7 +26,7 @@ def parse_duration(value: str | int | float) -> float:
 
 def format_duration(seconds: float) -> str:
     """Short human form: ``90`` -> ``1m30s``; ``0.5`` -> ``500ms``."""
-    if seconds < 1:
+    if 0 < seconds < 1:
         return f"{round(seconds * 1000)}ms"
     total = round(seconds)
     h, rem = divmod(total, 3600)

@@ -1,0 +1,53 @@
+"""``sluice plan [REPO] --base REF [--head REF] [--format text|markdown|json]``
+
+Read-only review of a change: every release whose file differs between BASE
+and HEAD (commits of the local checkout REPO), what its rollout will do, the
+diff of its rendered objects, and warnings. Markdown is made for a PR
+comment (summary table first, details collapsed).
+
+Exit codes (like ``terraform plan -detailed-exitcode``): 0 nothing to do,
+2 changes planned, 1 an invalid release (file:line in the output).
+JSON: ``{"apiVersion": "sluice.dev/plan/v1", "valid", "exitCode", "releases": [...]}``
+(see reconciler/core/plan.py ReleasePlan.to_json for each release's fields).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from git import GitCommandError
+
+from reconciler.adapters.gitrepo import GitRepo
+from reconciler.core.loader import load_files
+from reconciler.core.plan import build_plan, markdown, text
+
+
+@click.command()
+@click.argument("repo", required=False, default=".")
+@click.option("--base", required=True, help="The commit the change starts from (e.g. origin/main).")
+@click.option("--head", default="HEAD", show_default=True, help="The commit with the change.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+def command(repo: str, base: str, head: str, fmt: str) -> int:
+    """Show what a change to the config repo will do, for review."""
+    git = GitRepo.open_local(repo)
+    try:
+        base_sha = git.git("rev-parse", "--verify", f"{base}^{{commit}}").strip()
+        head_sha = git.git("rev-parse", "--verify", f"{head}^{{commit}}").strip()
+    except GitCommandError:
+        raise click.UsageError(f"unknown ref: {base} or {head}") from None
+    prefixes = ("releases/", "sluice.yaml")
+    base_ids, head_ids = git.blob_ids(base_sha, prefixes), git.blob_ids(head_sha, prefixes)
+    changed = {p for p in base_ids.keys() | head_ids.keys() if base_ids.get(p) != head_ids.get(p)}
+    if "sluice.yaml" in changed:   # repo-wide settings touch every release
+        changed |= {p for p in head_ids if p.startswith("releases/")}
+    plan = build_plan(load_files(git.read_files(base_sha, prefixes)),
+                      load_files(git.read_files(head_sha, prefixes)), changed)
+    if fmt == "json":
+        click.echo(json.dumps(plan.to_json(), indent=2))
+    elif fmt == "markdown":
+        click.echo(markdown(plan), nl=False)
+    else:
+        click.echo(text(plan), nl=False)
+    return plan.exit_code
+

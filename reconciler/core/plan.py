@@ -1,0 +1,223 @@
+"""What a change to the config repo will do: the review of a pull request.
+
+Pure: two loaded repos (base and head) in, a Plan out. For every release the
+change touches: its validation at head, what the rollout will do (strategy,
+the step schedule with weights and times, expected healthy duration, time
+to roll back when checks fail, gates and who must act), the diff of the
+rendered objects, and the warnings a reviewer wants.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.core.decide import interval, manual_promotion, max_failed, schedule, stages
+from reconciler.core.durations import format_duration, parse_duration
+from reconciler.core.model import Problem, Release, RepoLoad
+from reconciler.core.render import render, target_container
+from reconciler.core.serialize import dump_yaml
+
+PLAN_API = "sluice.dev/plan/v1"
+
+
+@dataclass
+class ReleasePlan:
+    release: str
+    file: str
+    change: str                     # added | modified | removed | invalid
+    summary: str
+    strategy: str | None = None
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    healthy_seconds: float | None = None
+    rollback_seconds: float | None = None
+    gates: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    diff: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "file": self.file, "change": self.change, "summary": self.summary,
+                "strategy": self.strategy, "schedule": self.schedule, "healthySeconds": self.healthy_seconds,
+                "rollbackSeconds": self.rollback_seconds, "gates": self.gates, "warnings": self.warnings,
+                "problems": [p.to_json() for p in self.problems], "diff": self.diff}
+
+
+@dataclass
+class Plan:
+    releases: list[ReleasePlan]
+
+    @property
+    def invalid(self) -> bool:
+        return any(r.problems for r in self.releases)
+
+    @property
+    def exit_code(self) -> int:
+        """0 nothing to do, 2 changes planned, 1 invalid (terraform -detailed-exitcode style)."""
+        if self.invalid:
+            return 1
+        return 2 if self.releases else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"apiVersion": PLAN_API, "valid": not self.invalid, "exitCode": self.exit_code,
+                "releases": [r.to_json() for r in self.releases]}
+
+
+def _warnings(rel: Release) -> list[str]:
+    out = []
+    if not rel.metrics and rel.is_mesh:
+        out.append("no analysis metrics: steps advance on time alone")
+    containers = rel.spec["template"]["containers"]
+    which = target_container(rel)
+    if not any(c.get("readinessProbe") for c in containers if c["name"] == which):
+        out.append(f"container {which!r} has no readinessProbe: 'ready' means only 'started'")
+    if rel.is_mesh and not manual_promotion(rel):
+        out.append("promotion to 100% needs no human approval (gates.promotion: manual adds one)")
+    step_s = interval(rel, 1) if rel.is_mesh else None
+    default_window = (rel.spec.get("analysis") or {}).get("interval")
+    for metric in rel.metrics:
+        window = metric.get("interval") or default_window
+        if window and step_s is not None and parse_duration(window) > step_s:
+            out.append(f"metric {metric['name']} looks back {window}, longer than the {format_duration(step_s)} "
+                       "interval: a check can judge the previous step's traffic")
+    weights = [0] + [s.weight for s in stages(rel) if s.weight]
+    # blue/green, A/B and dark launches switch at once by design; judge canary weights only
+    for a, b in zip(weights, weights[1:] + ([100] if len(weights) > 1 else [])):
+        if b - a > 50:
+            out.append(f"a jump of {b - a} points of traffic ({a}% -> {b}%) in one step")
+            break
+    image = rel.target["image"]
+    tag = image.rsplit("/", 1)[-1]
+    if "@" not in tag and (":" not in tag or tag.endswith(":latest")):
+        out.append(f"target image {image!r} has no tag or uses 'latest': a rollback may not restore what ran")
+    return out
+
+
+def _what_happens(base: Release | None, head: Release) -> str:
+    target = head.target["version"]
+    stable = (head.status.get("stable") or {}).get("version")
+    canary = (head.status.get("canary") or {}).get("version")
+    live = head.status.get("phase") in ("Progressing", "Paused", "WaitingApproval")
+    if stable is None:
+        return f"first deploy of {target}"
+    if live and canary != target:
+        return f"retarget mid-rollout: {canary} goes back to 0%, {target} starts from step 1"
+    if head.spec.get("abort") and not (base and base.spec.get("abort")):
+        return f"abort: {canary or target} rolls back to {stable}"
+    if head.spec.get("paused") and not (base and base.spec.get("paused")):
+        return "pause the rollout where it is"
+    if target != stable and not live:
+        return f"start a {head.strategy_kind} rollout {stable} -> {target}"
+    if base is not None and base.spec.get("strategy") != head.spec.get("strategy"):
+        return "change the rollout schedule" + (" of the running rollout" if live else "")
+    if base is not None and str(base.spec.get("approve")) != str(head.spec.get("approve")) and head.spec.get("approve"):
+        return f"approve {head.spec['approve']}"
+    return "update the spec (no new rollout)"
+
+
+def _render_text(rel: Release | None, settings) -> list[str]:
+    if rel is None:
+        return []
+    return dump_yaml(render(rel, settings)).splitlines(keepends=True)
+
+
+def plan_release(base: Release | None, head: Release | None, base_settings, head_settings,
+                 problems: list[Problem], path: str) -> ReleasePlan:
+    key = (head or base).key if (head or base) else path
+    if problems:
+        return ReleasePlan(problems[0].release or key, path, "invalid", "invalid: nothing will change until fixed",
+                           problems=problems)
+    if head is None:
+        return ReleasePlan(key, path, "removed", "removed: its objects will be pruned",
+                           diff="".join(difflib.unified_diff(_render_text(base, base_settings), [],
+                                                             f"base/{path}", f"head/{path}")))
+    sched = schedule(head)
+    plan = ReleasePlan(head.key, path, "added" if base is None else "modified", _what_happens(base, head),
+                       strategy=head.strategy_kind)
+    plan.schedule = [{"step": i, "weight": w, "at": format_duration(t), "atSeconds": t}
+                     for i, (w, t) in enumerate(sched, 1)] if head.is_mesh else []
+    plan.healthy_seconds = sched[-1][1] if head.is_mesh else None
+    plan.rollback_seconds = max_failed(head) * interval(head, 1) if head.is_mesh else None
+    gates = (head.spec.get("gates") or {}).get("steps") or []
+    plan.gates = [f"step {g}: an approver commits spec.approve ({head.target['version']}@{g})" for g in gates]
+    if manual_promotion(head):
+        plan.gates.append(f"promotion: an approver runs `sluice approve {head.key}` (spec.approve: {head.target['version']})")
+    plan.warnings = _warnings(head)
+    plan.diff = "".join(difflib.unified_diff(_render_text(base, base_settings), _render_text(head, head_settings),
+                                             f"base/{path}", f"head/{path}"))
+    return plan
+
+
+def build_plan(base: RepoLoad, head: RepoLoad, changed: set[str]) -> Plan:
+    """Plan every release whose file is in ``changed`` (paths that differ between base and head)."""
+    b, h = {r.path: r for r in base.releases}, {r.path: r for r in head.releases}
+    out = []
+    settings_changed = "sluice.yaml" in changed
+    for path in sorted(p for p in changed if p.startswith("releases/")):
+        out.append(plan_release(b.get(path), h.get(path), base.settings, head.settings,
+                                head.invalid.get(path, []), path))
+    if settings_changed:
+        bad = [p for p in head.problems if p.file == "sluice.yaml"]
+        if bad:
+            out.append(ReleasePlan("sluice.yaml", "sluice.yaml", "invalid", "invalid settings", problems=bad))
+    return Plan(out)
+
+
+_MD_ESCAPE = re.compile(r"([|])")
+
+
+def markdown(plan: Plan) -> str:
+    lines = ["### Sluice plan", ""]
+    if not plan.releases:
+        return "### Sluice plan\n\nNo release changes.\n"
+    lines += ["| release | change | strategy | what happens | healthy run | rollback within | warnings |",
+              "|---|---|---|---|---|---|---|"]
+    for r in plan.releases:
+        icon = "❌" if r.problems else ("⚠️" if r.warnings else "✅")
+        summary = _MD_ESCAPE.sub(r"\\\1", r.summary)
+        lines.append(f"| {icon} `{r.release}` | {r.change} | {r.strategy or '-'} | {summary} | "
+                     f"{format_duration(r.healthy_seconds) if r.healthy_seconds is not None else '-'} | "
+                     f"{format_duration(r.rollback_seconds) if r.rollback_seconds is not None else '-'} | "
+                     f"{len(r.warnings)} |")
+    for r in plan.releases:
+        lines += ["", f"<details><summary><code>{r.release}</code>: {r.summary}</summary>", ""]
+        for p in r.problems:
+            lines.append(f"- ❌ `{p}`")
+        if r.schedule:
+            lines.append("Schedule when healthy: " + ", ".join(f"{s['weight']}% at {s['at']}" for s in r.schedule))
+        for g in r.gates:
+            lines.append(f"- gate: {g}")
+        for w in r.warnings:
+            lines.append(f"- ⚠️ {w}")
+        if r.diff:
+            lines += ["", "```diff", r.diff.rstrip("\n"), "```"]
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def text(plan: Plan) -> str:
+    if not plan.releases:
+        return "No release changes.\n"
+    out = []
+    for r in plan.releases:
+        out.append(f"{r.release} ({r.change}): {r.summary}")
+        for p in r.problems:
+            out.append(f"  error: {p}")
+        if r.strategy:
+            out.append(f"  strategy: {r.strategy}")
+        if r.schedule:
+            out.append("  schedule: " + ", ".join(f"{s['weight']}% at {s['at']}" for s in r.schedule))
+        if r.healthy_seconds is not None:
+            out.append(f"  healthy run: {format_duration(r.healthy_seconds)}; "
+                       f"rollback within {format_duration(r.rollback_seconds)} of a failing step")
+        for g in r.gates:
+            out.append(f"  gate: {g}")
+        for w in r.warnings:
+            out.append(f"  warning: {w}")
+        if r.diff:
+            out.append("  rendered objects:")
+            out += ["    " + line for line in r.diff.rstrip("\n").splitlines()]
+        out.append("")
+    return "\n".join(out)
