@@ -59,11 +59,18 @@ def build_target(target: str, kubeconfig: str | None, context: str | None):
 @_opt("--author-email", env="AUTHOR_EMAIL", default="sluice@localhost", help="Author email of Sluice's commits.")
 @_opt("--kubeconfig", env="KUBECONFIG_PATH", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
 @_opt("--context", env="CONTEXT", default=None, help="kubeconfig context.")
+@_opt("--leader-election/--no-leader-election", env="LEADER_ELECTION", default=False,
+      help="Run several replicas; only the holder of a coordination.k8s.io Lease writes.")
+@_opt("--lease-namespace", env="LEASE_NAMESPACE", default="sluice-system", help="Namespace of the leader Lease.")
+@_opt("--lease-name", env="LEASE_NAME", default="sluice", help="Name of the leader Lease.")
+@_opt("--lease-duration", env="LEASE_DURATION", default="15s", help="A standby takes over this long after the leader's last renewal.")
+@_opt("--identity", env="POD_NAME", default=None, help="This replica's name in the Lease (default: hostname).")
 @_opt("--log-format", env="LOG_FORMAT", type=click.Choice(["kv", "json"]), default="kv", help="Log line format.")
 @_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
             webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
-            context, log_format, log_level) -> int:
+            context, leader_election, lease_namespace, lease_name, lease_duration, identity,
+            log_format, log_level) -> int:
     """Run the controller: sync, decide, commit, apply, repeat."""
     creds = Credentials.from_env()
     secret = _secret(webhook_secret, webhook_secret_file)
@@ -73,9 +80,19 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     if workdir is None:
         workdir = os.path.join(tempfile.gettempdir(), "sluice-" + hashlib.sha1(f"{url}@{branch}".encode()).hexdigest()[:12])
     git = GitRepo(url, workdir, branch, credentials=creds, author=Identity(author_name, author_email))
-    controller = Controller(git, build_target(target, kubeconfig, context),
-                            prometheus=Prometheus(prometheus) if prometheus else None)
     metrics = Metrics()
+    elector = None
+    if leader_election:
+        import socket
+        from reconciler.adapters.cluster import Cluster
+        from reconciler.adapters.leader import LeaderElector
+        elector = LeaderElector(Cluster.connect(kubeconfig=kubeconfig, context=context).api, lease_namespace,
+                                lease_name, identity or socket.gethostname(),
+                                lease_duration=parse_duration(lease_duration))
+        elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
+    controller = Controller(git, build_target(target, kubeconfig, context),
+                            prometheus=Prometheus(prometheus) if prometheus else None,
+                            can_write=elector.is_leader if elector else (lambda: True))
     if once:
         t0 = time.monotonic()
         report = controller.run_pass()
@@ -114,11 +131,15 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if elector:
+        elector.start()
     runner.start()
     click.echo(f"sluice: following {git.url if not creds.token else '(redacted)'} {branch}, target {target}, "
                f"listening on {host}:{server.port}", err=True)
     done.wait()
     runner.stop(timeout=120)   # finish the pass in flight
+    if elector:
+        elector.stop(release=True)   # a standby takes over at once
     if observer:
         observer.stop()
     server.stop()
