@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/bench_load.py
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,6 +20,7 @@ Targets:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
@@ -82,6 +83,7 @@ class PassReport:
     applied: ApplyReport | None = None
     error: str | None = None
     analysis: dict[str, tuple] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)   # monotonic marks, for benchmarks
 
 
 class GitTarget:
@@ -164,6 +166,7 @@ class Controller:
         fresh = load_files(tip_files, cache=self.cache)
         fresh_by_key = fresh.by_key()
         rendered_now = snap.read_files((RENDERED_DIR,)) if self.target.name == "git" else {}
+        render_only: dict[str, bytes | None] = {}
         for key, (rel, obs, decision) in sorted(decisions.items()):
             cur = fresh_by_key.get(key)
             if cur is None:
@@ -185,14 +188,17 @@ class Controller:
                     files[path] = out
             if not files:
                 continue
-            event = decision.event or Event(key, "render", "render manifests")
-            plans.append(CommitPlan(files, format_commit(event)))
+            if decision.event is None:
+                render_only.update(files)   # no step happened: one commit for all of them
+                continue
+            plans.append(CommitPlan(files, format_commit(decision.event)))
         if self.target.name == "git":
             known = {r.key for r in fresh.releases} | {p.release for p in fresh.problems if p.release}
-            gone = {p: None for p in rendered_now if p[len(RENDERED_DIR):-5] not in known}
-            if gone:
-                plans.append(CommitPlan(gone, "sluice: prune rendered manifests of removed releases\n\n"
-                                              "Sluice-Release: -\nSluice-Action: prune\n"))
+            render_only.update({p: None for p in rendered_now if p[len(RENDERED_DIR):-5] not in known})
+        if render_only:
+            n = len(render_only)
+            plans.append(CommitPlan(render_only, f"sluice: render manifests ({n} file{'s' * (n != 1)})\n\n"
+                                                 "Sluice-Release: -\nSluice-Action: render\n"))
         return plans
 
     def _record_drift(self, decisions, loaded: RepoLoad, now: datetime) -> None:
@@ -238,6 +244,7 @@ class Controller:
             if obs.analysis is not None:
                 report.analysis[rel.key] = obs.analysis
             decisions[rel.key] = (rel, obs, decide(rel, obs, now))
+        report.timings["decided"] = time.monotonic()
         keep = {p.release for p in loaded.problems if p.release}
         self._record_drift(decisions, loaded, now)
         writer = self.can_write()
@@ -246,6 +253,7 @@ class Controller:
                   for k, (rel, _, d) in decisions.items() if d.urgent}
         if urgent and writer and self.target.name != "git":
             self.target.apply(urgent, keep=keep, urgent=True)
+            report.timings["rollback_applied"] = time.monotonic()
         committed: dict[str, Decision] = {}
         if writer:
             try:

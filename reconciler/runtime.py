@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -267,7 +268,16 @@ def watch_path(path: str, kick: Callable[[str], None]):
                 kick("watchdog")
 
     observer = Observer()
-    observer.schedule(Handler(), path, recursive=True)
+    base = Path(path)
+    gitdir = base / ".git" if (base / ".git").is_dir() else base if (base / "refs").is_dir() else None
+    if gitdir is not None:
+        # a git repo: a commit or push moves a ref; objects/ churns and says nothing new
+        observer.schedule(Handler(), str(gitdir), recursive=False)          # HEAD, packed-refs
+        observer.schedule(Handler(), str(gitdir / "refs"), recursive=True)
+        if gitdir != base:
+            observer.schedule(Handler(), str(base / "releases"), recursive=True) if (base / "releases").is_dir() else None
+    else:
+        observer.schedule(Handler(), path, recursive=True)
     observer.daemon = True
     observer.start()
     return observer

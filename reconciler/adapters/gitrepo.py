@@ -273,19 +273,18 @@ class GitRepo:
         return self._blobs[blobs[path]]
 
     # --- write ----------------------------------------------------------------
-    def _commit(self, parent: str, plan: CommitPlan) -> str | None:
-        """One commit of ``plan`` on ``parent``; None when it changes nothing."""
-        with tempfile.TemporaryDirectory(prefix="sluice-index-") as tmp:
-            # an empty scratch work tree: bare repos refuse some index commands without one
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": tmp}
-            self.git("read-tree", parent, env=env)
-            for path, data in sorted(plan.files.items()):
-                if data is None:
-                    self.git("update-index", "--force-remove", "--", path, env=env)
-                    continue
-                sha = self._hash(data)
-                self.git("update-index", "--add", "--cacheinfo", f"100644,{sha},{path}", env=env)
-            tree = self.git("write-tree", env=env).strip()
+    def _commit(self, parent: str, plan: CommitPlan, env: Mapping[str, str]) -> str | None:
+        """One commit of ``plan`` on ``parent`` using the private index in ``env``
+        (already holding ``parent``'s tree); None when it changes nothing."""
+        removals = [p for p, d in plan.files.items() if d is None]
+        if removals:
+            self.git("update-index", "--force-remove", "--", *sorted(removals), env=env)
+        adds = sorted((p, d) for p, d in plan.files.items() if d is not None)
+        if adds:
+            shas = self._hash_many([d for _, d in adds])
+            info = "".join(f"100644 {sha}\t{path}\n" for (path, _), sha in zip(adds, shas))
+            self._run(["update-index", "--add", "--index-info"], info.encode(), env)
+        tree = self.git("write-tree", env=env).strip()
         if tree == self.git("rev-parse", f"{parent}^{{tree}}").strip():
             return None   # no empty commits
         sign = ["-S"] if self.sign_config else []
@@ -296,10 +295,25 @@ class GitRepo:
             raise GitError(f"commit failed: {redact(proc.stderr.decode(errors='replace').strip(), self.creds.secrets())}")
         return proc.stdout.decode().strip()
 
-    def _hash(self, data: bytes) -> str:
-        proc = subprocess.run(["git", "-C", str(self.workdir), "hash-object", "-w", "--stdin"],
-                              input=data, capture_output=True, check=True, env={**os.environ, **self._env()})
-        return proc.stdout.decode().strip()
+    def _run(self, args: list[str], data: bytes, env: Mapping[str, str] | None = None) -> bytes:
+        proc = subprocess.run(["git", "-C", str(self.workdir), *args], input=data, capture_output=True,
+                              env={**os.environ, **self._env(env)})
+        if proc.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
+
+    def _hash_many(self, blobs: list[bytes]) -> list[str]:
+        """Write blobs in one process (``hash-object --stdin-paths`` over temp files)."""
+        if len(blobs) == 1:
+            return [self._run(["hash-object", "-w", "--stdin"], blobs[0]).decode().strip()]
+        with tempfile.TemporaryDirectory(prefix="sluice-blobs-") as tmp:
+            paths = []
+            for i, data in enumerate(blobs):
+                path = Path(tmp) / str(i)
+                path.write_bytes(data)
+                paths.append(str(path))
+            out = self._run(["hash-object", "-w", "--no-filters", "--stdin-paths"], "\n".join(paths).encode())
+        return out.decode().split()
 
     def _push(self, sha: str) -> tuple[bool, str]:
         """(pushed, reason). A rejection is (False, reason); other failures raise."""
@@ -324,11 +338,16 @@ class GitRepo:
             result.attempts = attempt
             tip = self.tip()
             head, commits = tip, []
-            for plan in compute(Snapshot(self, tip)):
-                sha = self._commit(head, plan)
-                if sha:
-                    head = sha
-                    commits.append(sha)
+            with tempfile.TemporaryDirectory(prefix="sluice-index-") as tmp:
+                # one private index for the pass; an empty scratch work tree because bare
+                # repos refuse some index commands without one
+                env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": tmp}
+                self.git("read-tree", tip, env=env)
+                for plan in compute(Snapshot(self, tip)):
+                    sha = self._commit(head, plan, env)
+                    if sha:
+                        head = sha
+                        commits.append(sha)
             if not commits:
                 return PushResult(pushed=False, tip=tip, attempts=attempt, retries=attempt - 1)
             ok, reason = self._push(head)

@@ -19,7 +19,7 @@ import click
 from git import GitCommandError
 
 from reconciler.adapters.gitrepo import GitRepo
-from reconciler.core.loader import load_files
+from reconciler.core.loader import LoadCache, load_files
 from reconciler.core.plan import build_plan, markdown, text
 
 
@@ -41,8 +41,9 @@ def command(repo: str, base: str, head: str, fmt: str) -> int:
     changed = {p for p in base_ids.keys() | head_ids.keys() if base_ids.get(p) != head_ids.get(p)}
     if "sluice.yaml" in changed:   # repo-wide settings touch every release
         changed |= {p for p in head_ids if p.startswith("releases/")}
-    plan = build_plan(load_files(git.read_files(base_sha, prefixes)),
-                      load_files(git.read_files(head_sha, prefixes)), changed)
+    cache = LoadCache()   # files the change did not touch are parsed once, not twice
+    plan = build_plan(load_files(git.read_files(base_sha, prefixes), cache=cache, blobs=base_ids),
+                      load_files(git.read_files(head_sha, prefixes), cache=cache, blobs=head_ids), changed)
     if fmt == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     elif fmt == "markdown":
