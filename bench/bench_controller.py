@@ -226,7 +226,7 @@ def bench_status_plan_memory(n: int) -> None:
                "--workdir", str(root / "w")]
         base_cmd = [sys.executable, "-m", "reconciler.cli.main"]   # imports only: no command run
         emit(figure("controller peak RSS (run --once)", n, [_peak_rss(cmd, env)], unit="MB",
-                    floor=_peak_rss(base_cmd, env), floor_name="interpreter + package imported",
+                    floor=_peak_rss(base_cmd, env), floor_name="bare interpreter",
                     target=150 if n == 1000 else None))
 
 

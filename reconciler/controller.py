@@ -46,8 +46,8 @@ class Target(Protocol):
 
     name: str
 
-    def observe(self, releases: list[Release]) -> Mapping[str, Readiness]:
-        """Readiness by ``<ns>/<name>/<version>`` for the releases' live versions."""
+    def observe(self, releases: list[Release]) -> Mapping[str, Mapping[str, Readiness]]:
+        """Readiness by release key, then version, for the releases' live versions."""
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False) -> "ApplyReport":
         """Make the cluster match ``desired`` (release key -> objects)."""
@@ -96,18 +96,15 @@ class GitTarget:
 
     name = "git"
 
-    def __init__(self, readiness: Callable[[list[Release]], Mapping[str, Readiness]] | None = None):
+    def __init__(self, readiness: Callable[[list[Release]], Mapping[str, Mapping[str, Readiness]]] | None = None):
         self._readiness = readiness
 
-    def observe(self, releases: list[Release]) -> Mapping[str, Readiness]:
+    def observe(self, releases: list[Release]) -> Mapping[str, Mapping[str, Readiness]]:
         if self._readiness is not None:
             return self._readiness(releases)
-        out = {}
-        for rel in releases:
-            for ver in (rel.status.get("canary"), rel.status.get("stable"), rel.target):
-                if ver and ver.get("version"):
-                    out[readiness_key(rel, ver["version"])] = Readiness(ver["version"], "ready")
-        return out
+        return {rel.key: {v["version"]: Readiness(v["version"], "ready")
+                          for v in (rel.status.get("canary"), rel.status.get("stable"), rel.target)
+                          if v and v.get("version")} for rel in releases}
 
     def apply(self, desired, *, keep, urgent=False) -> ApplyReport:
         return ApplyReport()
@@ -115,10 +112,6 @@ class GitTarget:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def readiness_key(rel: Release, version: str) -> str:
-    return f"{rel.key}/{version}"
 
 
 class Controller:
@@ -135,7 +128,7 @@ class Controller:
     # --- steps -------------------------------------------------------------
     def _observe(self, rel: Release, ready: Mapping[str, Readiness], settings: Mapping[str, Any],
                  now: datetime) -> Observations:
-        readiness = {k.rsplit("/", 1)[1]: v for k, v in ready.items() if k.startswith(rel.key + "/")}
+        readiness = dict(ready.get(rel.key) or {})
         if not analysis_due(rel, now):
             return Observations(readiness)
         canary = rel.status["canary"]["version"]

@@ -274,8 +274,8 @@ def watch_path(path: str, kick: Callable[[str], None]):
         # a git repo: a commit or push moves a ref; objects/ churns and says nothing new
         observer.schedule(Handler(), str(gitdir), recursive=False)          # HEAD, packed-refs
         observer.schedule(Handler(), str(gitdir / "refs"), recursive=True)
-        if gitdir != base:
-            observer.schedule(Handler(), str(base / "releases"), recursive=True) if (base / "releases").is_dir() else None
+        if gitdir != base and (base / "releases").is_dir():   # a checkout: edits before a commit too
+            observer.schedule(Handler(), str(base / "releases"), recursive=True)
     else:
         observer.schedule(Handler(), path, recursive=True)
     observer.daemon = True

@@ -183,20 +183,19 @@ class KubernetesTarget:
         self.live: dict[ObjRef, dict] = {}
         self.namespaces: set[str] = set()
 
-    def observe(self, releases: list[Release]) -> dict[str, Readiness]:
+    def observe(self, releases: list[Release]) -> dict[str, dict[str, Readiness]]:
         self.namespaces |= {r.namespace for r in releases}
         self.live = self.cluster.list_managed(self.namespaces)
-        out = {}
-        for rel in releases:
-            for v, r in version_readiness(rel, self.live).items():
-                out[f"{rel.key}/{v}"] = r
-        return out
+        return {rel.key: version_readiness(rel, self.live) for rel in releases}
 
     def detect_drift(self, desired: Mapping[str, list[dict]]) -> dict[str, list[str]]:
         """Objects of each release that differ from (or are missing in) the cluster."""
         out: dict[str, list[str]] = {}
+        by_release: dict[str | None, dict[ObjRef, dict]] = {}
+        for ref, obj in self.live.items():
+            by_release.setdefault(release_of(obj), {})[ref] = obj
         for key, objs in desired.items():
-            live = {r: o for r, o in self.live.items() if release_of(o) == key}
+            live = by_release.get(key)
             if not live:
                 continue   # never applied yet: creation, not drift
             found = [f"{a.ref.kind}/{a.ref.name}" for a in diff(objs, live) if a.op in ("update", "create")]

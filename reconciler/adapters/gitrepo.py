@@ -19,6 +19,7 @@ an SSH key through ``GIT_SSH_COMMAND``.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import random
 import re
@@ -35,6 +36,7 @@ import git
 from reconciler.core.history import HistoryRecord, RawCommit, history
 from reconciler.errors import GitAuthError, GitError
 
+log = logging.getLogger("sluice.git")
 PENDING_REF = "refs/sluice/pending"
 _AUTH_HINTS = ("authentication failed", "could not read username", "permission denied",
                "403", "401", "invalid username or password", "access denied", "terminal prompts disabled")
@@ -189,6 +191,7 @@ class GitRepo:
         if self._repo is not None:
             return
         if (self.workdir / "HEAD").exists():
+            self._clear_stale_locks()
             self._repo = git.Repo(self.workdir)
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +201,14 @@ class GitRepo:
         self.git("config", "gc.auto", "0")          # gc when we choose, never in the middle of a pass
         self.git("config", "core.commitGraph", "true")
         self.git("config", "fetch.writeCommitGraph", "false")
+
+    def _clear_stale_locks(self) -> None:
+        """A controller killed mid-fetch or mid-commit leaves ``*.lock`` files that
+        would fail every later git call. The clone is this process's alone (each
+        replica has its own workdir), so at start-up any lock is stale."""
+        for lock in [*self.workdir.glob("*.lock"), *(self.workdir / "refs").rglob("*.lock")]:
+            log.warning("removing stale git lock %s left by a previous run", lock.name)
+            lock.unlink(missing_ok=True)
 
     def sync(self) -> str:
         """Fetch the remote branch; returns its tip sha."""

