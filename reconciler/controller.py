@@ -35,7 +35,8 @@ from reconciler.core.model import Event, Problem, Readiness, Release, RepoLoad
 from reconciler.core.render import render
 from reconciler.core.serialize import dump_yaml
 from reconciler.core.writeback import StatusEditError, set_status
-from reconciler.errors import SluiceError
+from reconciler.adapters.trust import verify as verify_commits
+from reconciler.errors import SluiceError, TrustError
 
 log = logging.getLogger("sluice.controller")
 RENDERED_DIR = "rendered/"
@@ -119,9 +120,11 @@ class Controller:
 
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
                  clock: Callable[[], datetime] = utcnow, notify: Callable[[str, Event, Release], None] | None = None,
-                 can_write: Callable[[], bool] = lambda: True):
+                 can_write: Callable[[], bool] = lambda: True, trust=None):
         self.repo, self.target, self.prometheus = repo, target, prometheus
         self.clock, self.notify, self.can_write = clock, notify, can_write
+        self.trust = trust            # a TrustPolicy: act only on signed commits
+        self.refused: str | None = None
         self.cache = LoadCache()
         self.last: PassReport | None = None
 
@@ -214,9 +217,14 @@ class Controller:
         report = PassReport()
         try:
             report.tip = self.repo.sync()
+            if self.trust is not None and self.trust.enabled:
+                verdict = verify_commits(self.repo.workdir, report.tip, self.trust)
+                if not verdict.ok:   # apply nothing new; the cluster stays as it is
+                    raise TrustError(f"refusing {report.tip[:12]}: {verdict.reason}")
             loaded = load_files(self.repo.read_files(report.tip), cache=self.cache)
         except SluiceError as exc:
             report.error = str(exc)
+            self.refused = str(exc) if isinstance(exc, TrustError) else None
             log.error("sync failed: %s", exc)
             self.last = report
             return report

@@ -3,6 +3,7 @@
     SluiceError
     ├── PermanentError        a human must act (bad spec, 403, bad credential); do not retry
     │   ├── SpecError         a release or settings file is invalid
+    │   ├── TrustError        a commit is not signed by a trusted key
     │   └── ConfigError       controller settings are wrong
     └── TemporaryError        retry later with backoff (network, 5xx, 429, push rejected)
         ├── GitError
@@ -30,6 +31,10 @@ class TemporaryError(SluiceError):
 
 class SpecError(PermanentError):
     """A release or settings file is invalid."""
+
+
+class TrustError(PermanentError):
+    """The branch tip (or a commit under it) is not signed by a trusted key."""
 
 
 class ConfigError(PermanentError):

@@ -55,11 +55,15 @@ class Metrics:
         self.invalid = Gauge("sluice_invalid_releases", "releases refused as invalid", registry=r)
         self.webhooks = Counter("sluice_webhook_requests_total", "webhook requests by result", ["result"], registry=r)
         self.leader = Gauge("sluice_leader", "1 while this replica leads", registry=r)
+        self.refused = Counter("sluice_signature_refusals_total", "passes refused: tip not signed by a trusted key",
+                               registry=r)
 
     def observe_pass(self, report, seconds: float) -> None:
         self.duration.observe(seconds)
         self.passes.labels("error" if report.error else "ok").inc()
-        if report.error:
+        if report.error and report.error.startswith("refusing "):
+            self.refused.inc()
+        elif report.error:
             self.git_errors.inc()
         self.push_retries.inc(report.push_retries)
         self.invalid.set(len({p.release or p.file for p in report.problems}))

@@ -52,7 +52,9 @@ def test_sluice_run_end_to_end(tmp_path):
     secret = "s3cr3t-hook"
     with git_daemon(tmp_path) as base:
         url = f"{base}/config.git"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "SLUICE_WEBHOOK_SECRET": secret,
+        token = "tok-SECRET-4242"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SLUICE_WEBHOOK_SECRET": secret, "SLUICE_GIT_TOKEN": token,
+               "SLUICE_LOG_LEVEL": "debug",
                "SLUICE_WORKDIR": str(tmp_path / "work"), "SLUICE_INTERVAL": "1s"}
         proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli.main", "run", "--repo", url, "--target", "git",
                                  "--listen", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
@@ -92,7 +94,10 @@ def test_sluice_run_end_to_end(tmp_path):
             out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "releases/bookinfo/broken.yaml" in err and "invalid" in err
-        assert secret not in out + err
+        everything = out + err + run("log", "-p", "--all", cwd=bare)
+        for status_file in ("reviews", "ratings"):
+            everything += run("show", f"main:releases/bookinfo/{status_file}.yaml", cwd=bare)
+        assert secret not in everything and token not in everything
     log = run("log", "--format=%s", "main", cwd=bare)
     assert "bookinfo/reviews: abort v3" in log and "bookinfo/ratings: promote v2" in log
 

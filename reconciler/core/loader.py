@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import schema
+from reconciler.core import schema, tenancy
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
     BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps,
@@ -261,12 +261,16 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
             pending[path] = (data, raw, res.doc)
         else:
             candidates.append(rel)
-    # Cross-file: a service host is claimed by one release only; both claimants are refused.
+    # Cross-file: tenancy first, so a release reaching into another team's hosts
+    # is refused and cannot take the rightful owner down with it in a host clash.
+    clashes: dict[str, list[_Raw]] = {}
+    for rel, path, message in tenancy.check(candidates, settings):
+        clashes.setdefault(rel.path, []).append((path, message, False))
+    # A service host is claimed by one release only; both claimants are refused.
     claims: dict[str, list[tuple[Release, tuple[Any, ...]]]] = {}
-    for rel in candidates:
+    for rel in (r for r in candidates if r.path not in clashes):
         for p, host in _host_keys(rel):
             claims.setdefault(host, []).append((rel, p))
-    clashes: dict[str, list[_Raw]] = {}
     for host, who in claims.items():
         if len({r.path for r, _ in who}) > 1:
             for rel, p in who:

@@ -19,6 +19,7 @@ import click
 from reconciler import logs
 from reconciler.adapters.gitrepo import Credentials, GitRepo, Identity
 from reconciler.adapters.prometheus import Prometheus
+from reconciler.adapters.trust import TrustPolicy, signing_config
 from reconciler.controller import Controller, GitTarget
 from reconciler.core.durations import parse_duration
 from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path
@@ -65,11 +66,19 @@ def build_target(target: str, kubeconfig: str | None, context: str | None):
 @_opt("--lease-name", env="LEASE_NAME", default="sluice", help="Name of the leader Lease.")
 @_opt("--lease-duration", env="LEASE_DURATION", default="15s", help="A standby takes over this long after the leader's last renewal.")
 @_opt("--identity", env="POD_NAME", default=None, help="This replica's name in the Lease (default: hostname).")
+@_opt("--trust-ssh-allowed-signers", env="TRUST_SSH_ALLOWED_SIGNERS", default=None,
+      help="Act only on commits signed by a key in this allowed_signers file (a mounted file, not the repo's).")
+@_opt("--trust-openpgp-key", env="TRUST_OPENPGP_KEYS", multiple=True, default=(),
+      help="Armored OpenPGP public key file of a trusted signer (repeatable).")
+@_opt("--trust-since", env="TRUST_SINCE", default=None, help="Require signatures only on commits after this one.")
+@_opt("--signing-key", env="SIGNING_KEY", default=None, help="Sign Sluice's commits with this SSH key file (or GPG key id).")
+@_opt("--signing-format", env="SIGNING_FORMAT", type=click.Choice(["ssh", "openpgp"]), default="ssh", help="Format of --signing-key.")
 @_opt("--log-format", env="LOG_FORMAT", type=click.Choice(["kv", "json"]), default="kv", help="Log line format.")
 @_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
             webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
             context, leader_election, lease_namespace, lease_name, lease_duration, identity,
+            trust_ssh_allowed_signers, trust_openpgp_key, trust_since, signing_key, signing_format,
             log_format, log_level) -> int:
     """Run the controller: sync, decide, commit, apply, repeat."""
     creds = Credentials.from_env()
@@ -79,7 +88,10 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     url = os.path.abspath(repo) if local else repo
     if workdir is None:
         workdir = os.path.join(tempfile.gettempdir(), "sluice-" + hashlib.sha1(f"{url}@{branch}".encode()).hexdigest()[:12])
-    git = GitRepo(url, workdir, branch, credentials=creds, author=Identity(author_name, author_email))
+    git = GitRepo(url, workdir, branch, credentials=creds, author=Identity(author_name, author_email),
+                  sign_config=signing_config(signing_key, signing_format) if signing_key else None)
+    trust = TrustPolicy(tuple(trust_openpgp_key), trust_ssh_allowed_signers, trust_since,
+                        home=os.path.join(workdir + "-gnupg"))
     metrics = Metrics()
     elector = None
     if leader_election:
@@ -92,7 +104,7 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
     controller = Controller(git, build_target(target, kubeconfig, context),
                             prometheus=Prometheus(prometheus) if prometheus else None,
-                            can_write=elector.is_leader if elector else (lambda: True))
+                            can_write=elector.is_leader if elector else (lambda: True), trust=trust)
     if once:
         t0 = time.monotonic()
         report = controller.run_pass()

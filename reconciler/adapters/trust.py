@@ -1,0 +1,114 @@
+"""Verify commit signatures before acting on them; sign Sluice's own commits.
+
+Trust anchors come from the controller's configuration (mounted files named
+by flags), never from the repository being verified: a commit that could
+edit its own trust list would verify itself.
+
+Which commits must be signed: every commit reachable from the branch tip
+and not from the last verified commit (``refs/sluice/verified`` in Sluice's
+own clone), or from ``--trust-since`` on the first run. So an unsigned
+commit hidden under a signed tip is refused too. Sluice's own commits are
+signed with its key, which must be among the trusted signers.
+
+Only ``%G?`` = ``G`` (good signature by a trusted key) passes. The private
+keyring holds only the configured OpenPGP keys, each given full trust; an SSH
+signature is ``G`` only when its key is in the allowed-signers file. ``U``
+(an SSH key not in allowed_signers), ``N`` unsigned, ``B`` bad, ``E`` key
+missing, ``X``/``Y`` expired and ``R`` revoked all refuse the tip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+VERIFIED_REF = "refs/sluice/verified"
+REASONS = {"U": "signed by a key that is not trusted", "N": "unsigned", "B": "bad signature", "E": "signed by an unknown key", "X": "expired signature",
+           "Y": "signed by an expired key", "R": "signed by a revoked key"}
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    openpgp_keys: tuple[str, ...] = ()       # armored public key files
+    ssh_allowed_signers: str | None = None
+    since: str | None = None                 # commit from which signatures are required
+    home: str = "/tmp/sluice-gnupg"          # private GNUPGHOME for the trusted keyring
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.openpgp_keys or self.ssh_allowed_signers)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    commit: str
+    reason: str = ""
+    signer: str = ""
+
+
+def _gnupg_home(policy: TrustPolicy) -> str:
+    home = Path(policy.home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
+    for key in policy.openpgp_keys:
+        subprocess.run([*gpg, "--import", key], capture_output=True, check=True)
+    # the keyring holds only the configured keys: trust each fully, so good signatures read 'G'
+    listing = subprocess.run([*gpg, "--with-colons", "--list-keys"], capture_output=True, text=True).stdout
+    fprs = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
+    subprocess.run([*gpg, "--import-ownertrust"], input="".join(f"{f}:6:\n" for f in fprs), text=True,
+                   capture_output=True, check=True)
+    return str(home)
+
+
+def git_env(policy: TrustPolicy) -> dict[str, str]:
+    env = {"GNUPGHOME": _gnupg_home(policy)} if policy.openpgp_keys else {}
+    configs = []
+    if policy.ssh_allowed_signers:
+        configs.append(("gpg.ssh.allowedSignersFile", policy.ssh_allowed_signers))
+    for i, (k, v) in enumerate(configs):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
+    if configs:
+        env["GIT_CONFIG_COUNT"] = str(len(configs))
+    return env
+
+
+def verify(repo_dir: str | os.PathLike, tip: str, policy: TrustPolicy) -> Verdict:
+    """Are ``tip`` and every commit it adds since the last verified one signed by a trusted key?"""
+    env = {**os.environ, **git_env(policy), "LC_ALL": "C"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo_dir), *args], env=env, capture_output=True, text=True,
+                              check=True).stdout
+
+    base = None
+    try:
+        base = git("rev-parse", "--verify", "--quiet", VERIFIED_REF).strip() or None
+    except subprocess.CalledProcessError:
+        base = None
+    base = base or policy.since
+    rng = [tip] + ([f"^{base}"] if base else [])
+    if base:
+        try:
+            git("merge-base", "--is-ancestor", base, tip)
+        except subprocess.CalledProcessError:
+            return Verdict(False, tip, f"tip does not descend from the last verified commit {base[:12]} (history rewritten)")
+    out = git("log", "--format=%H %G? %GS", *rng)
+    for line in out.splitlines():
+        sha, status, *signer = line.split(" ", 2)
+        if status != "G":
+            what = REASONS.get(status, f"signature status {status}")
+            where = "tip" if sha == tip else f"ancestor {sha[:12]}"
+            return Verdict(False, tip, f"{where} is {what}")
+    git("update-ref", VERIFIED_REF, tip)
+    signer = git("log", "-1", "--format=%GS", tip).strip()
+    return Verdict(True, tip, "", signer)
+
+
+def signing_config(key: str, fmt: str = "ssh") -> dict[str, str]:
+    """git config for signing Sluice's commits with a mounted key (``-c`` pairs)."""
+    if fmt == "ssh":
+        return {"gpg.format": "ssh", "user.signingkey": key, "commit.gpgsign": "true"}
+    return {"gpg.format": "openpgp", "user.signingkey": key, "commit.gpgsign": "true"}
