@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
+from reconciler.adapters import notify
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
 from reconciler.adapters.prometheus import Prometheus, run_checks
 from reconciler.core import analysis
@@ -119,7 +120,8 @@ class Controller:
     """Runs passes over one config repo for one target."""
 
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
-                 clock: Callable[[], datetime] = utcnow, notify: Callable[[str, Event, Release], None] | None = None,
+                 clock: Callable[[], datetime] = utcnow,
+                 notify: Callable[[str, Event, Mapping[str, Any]], None] | None = None,
                  can_write: Callable[[], bool] = lambda: True, trust=None):
         self.repo, self.target, self.prometheus = repo, target, prometheus
         self.clock, self.notify, self.can_write = clock, notify, can_write
@@ -280,7 +282,9 @@ class Controller:
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
                 if d.notify and self.notify:
-                    self.notify(d.notify, event, rel)
+                    self.notify(d.notify, event, loaded.settings)
+                elif d.notify:
+                    notify.send(loaded.settings, d.notify, event, report.tip)
         self.last = report
         return report
 
