@@ -212,3 +212,22 @@ def test_adapter_against_a_real_cluster():
         assert ObjRef("v1", "Service", ns, "sluice-adapter-test") in cluster.list_managed([ns])
     finally:
         cluster.delete(ObjRef("v1", "Service", ns, "sluice-adapter-test"))
+
+
+def test_status_live_reads_only_and_shows_sync_and_health(tmp_path, emu, capsys, monkeypatch):
+    import json
+    from reconciler.cli.main import main
+    from tests.support.kube_emulator import kubeconfig
+    env = Env(tmp_path, emu, [spec()])
+    env.tick(); env.tick()
+    work = clone_work(str(env.bare), tmp_path / "look")
+    cfg = kubeconfig(tmp_path / "kc", emu.url)
+    emu.reset_counts()
+    assert main(["status", str(work), "--live", "--kubeconfig", str(cfg), "-o", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)["releases"][0]
+    assert row["sync"] == "Synced" and row["health"] == "Healthy"
+    assert {verb for (verb, _, _) in emu.counts} <= {"list", "get", "watch"}
+    emu.edit("virtualservices", "bookinfo", "reviews",
+             lambda vs: vs["spec"]["http"][-1]["route"][0].update(weight=1))
+    assert main(["status", str(work), "--live", "--kubeconfig", str(cfg)]) == 0
+    assert "OutOfSync (1)" in capsys.readouterr().out

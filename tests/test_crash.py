@@ -20,7 +20,7 @@ from reconciler.adapters.gitrepo import GitRepo
 from reconciler.controller import Controller
 from reconciler.core.messages import parse_commit
 from tests.support.gitserver import clone_work, human_edit, make_bare, run
-from tests.support.kube_emulator import Emulator
+from tests.support.kube_emulator import Emulator, kubeconfig
 from tests.support.specs import dump, release_doc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -35,15 +35,6 @@ def spec(name):
     doc["spec"]["strategy"]["canary"] = {"steps": [10, 20, 30, 40, 50, 60, 70, 80, 90], "interval": "1s"}
     doc["spec"]["scaleDownDelay"] = "1s"
     return doc
-
-
-def kubeconfig(path: pathlib.Path, url: str) -> pathlib.Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}]}))
-    return path
 
 
 @pytest.mark.timeout(600)

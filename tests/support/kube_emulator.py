@@ -353,3 +353,13 @@ class Emulator:
         fault = {"verb": verb, "plural": plural, "code": code, "n": n, "reason": reason or reasons.get(code, "Error"),
                  "message": message or f"injected {code}"}
         self._sync(lambda: self.emu.faults.append(fault))
+
+
+def kubeconfig(path, url: str):
+    """A kubeconfig file pointing at the emulator (for subprocesses and CLIs)."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}]}))
+    return path

@@ -76,9 +76,38 @@ def rows(source) -> list[dict]:
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))
 
 
+def add_live(items: list[dict], source, kubeconfig: str | None, context: str | None) -> None:
+    """SYNC (does the cluster match git?) and HEALTH (are the versions ready?),
+    from LIST calls only, shown apart as Argo CD shows sync and health."""
+    from reconciler.adapters.cluster import Cluster, version_readiness
+    from reconciler.core.diff import diff, release_of
+    from reconciler.core.render import render
+    loaded = source.load()
+    cluster = Cluster.connect(kubeconfig=kubeconfig, context=context)
+    live = cluster.list_managed({r.namespace for r in loaded.releases})
+    by_release: dict = {}
+    for ref, obj in live.items():
+        by_release.setdefault(release_of(obj), {})[ref] = obj
+    rels = loaded.by_key()
+    for item in items:
+        rel = rels.get(f"{item['namespace']}/{item['name']}")
+        if rel is None:
+            item["sync"], item["health"] = "Unknown", "Unknown"
+            continue
+        mine = by_release.get(rel.key, {})
+        actions = diff(render(rel, loaded.settings), mine)
+        item["sync"] = "Synced" if not actions else f"OutOfSync ({len(actions)})"
+        states = {v: r.state for v, r in version_readiness(rel, live).items()}
+        bad = {v: s for v, s in states.items() if s != "ready"}
+        item["health"] = "Healthy" if not bad else "Degraded: " + ", ".join(f"{v} {s}" for v, s in sorted(bad.items()))
+
+
 def table(items: list[dict], wide: bool = False) -> str:
     now = datetime.now(timezone.utc)
     head = ["NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "STEP", "STABLE", "NEW", "LAST CHANGE", "AGE"]
+    live = any("sync" in r for r in items)
+    if live:
+        head += ["SYNC", "HEALTH"]
     if wide:
         head.append("MESSAGE")
     lines = [head]
@@ -88,6 +117,8 @@ def table(items: list[dict], wide: bool = False) -> str:
                "-" if r["weight"] is None else f"{r['weight']}%",
                f"{r['step']}/{r['steps']}" if r["steps"] and r["phase"] in LIVE else "-", r["stable"] or "-", r["new"] or "-",
                f"{last['author']} {_age(last['at'], now)} ago" if last else "-", _age(r["since"], now)]
+        if live:
+            row += [r.get("sync", "-"), r.get("health", "-")]
         if wide:
             row.append(r["message"] or "")
         lines.append(row)
@@ -111,9 +142,18 @@ def _render(items, output):
 @click.option("--every", default=2.0, show_default=True, help="Seconds between refreshes of --watch and --wait.")
 @click.option("--wait", "wait_for", metavar="RELEASE", help="Block until RELEASE is promoted (0) or rolled back (1).")
 @click.option("--timeout", default="10m", show_default=True, help="Give up --wait after this long (exit 2).")
-def command(repo, output, branch, watch, every, wait_for, timeout) -> int:
+@click.option("--live", is_flag=True, help="Add SYNC and HEALTH from the cluster (LIST calls only).")
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig for --live.")
+@click.option("--context", default=None, help="kubeconfig context for --live.")
+def command(repo, output, branch, watch, every, wait_for, timeout, live, kubeconfig, context) -> int:
     """Show every release's rollout state, read-only."""
     source = open_source(repo, branch)
+    render_rows = rows
+    if live:
+        def render_rows(src):
+            items = rows(src)
+            add_live(items, src, kubeconfig, context)
+            return items
     if wait_for:
         deadline = time.monotonic() + parse_duration(timeout)
         while True:
@@ -134,7 +174,7 @@ def command(repo, output, branch, watch, every, wait_for, timeout) -> int:
             time.sleep(every)
     if watch:
         while True:
-            click.echo("\x1b[H\x1b[2J" + _render(rows(source), output))
+            click.echo("\x1b[H\x1b[2J" + _render(render_rows(source), output))
             time.sleep(every)
-    click.echo(_render(rows(source), output))
+    click.echo(_render(render_rows(source), output))
     return 0
