@@ -138,6 +138,57 @@ def bench_rollback() -> None:
     emit(figure("failed check -> rollback applied", 1, samples, target=1.0))
 
 
+def bench_step_e2e() -> None:
+    """One rollout step end to end: sync, decide, commit, push over git://, apply."""
+    from tests.support.specs import release_doc
+    with tempfile.TemporaryDirectory() as tmp, Emulator() as emu:
+        root = pathlib.Path(tmp)
+        doc = release_doc(status={"phase": "Promoted", "stable": {"version": "v1", "image": "r:1"}, "weight": 100})
+        doc["spec"]["analysis"] = {"metrics": []}
+        doc["spec"]["strategy"]["canary"] = {"steps": list(range(1, 100)), "interval": "1m"}
+        make_repo(root, [doc])
+        with git_daemon(root) as base:
+            clock = [datetime.now(timezone.utc)]
+            repo = GitRepo(f"{base}/config.git", root / "clone")
+            ctl = Controller(repo, KubernetesTarget(Cluster(emu.api_client())), clock=lambda: clock[0])
+            ctl.run_pass()          # start
+            emu.all_ready()
+            samples = []
+            for _ in range(15):
+                clock[0] += timedelta(minutes=2)
+                t0 = time.perf_counter()
+                report = ctl.run_pass()
+                samples.append(time.perf_counter() - t0)
+                assert report.pushed and report.outcomes["bookinfo/reviews"].event.action == "advance"
+            floor = measure(repo.sync, repeat=10)
+    emit(figure("one rollout step end to end (decide, commit, push, apply)", 1, samples, floor=floor,
+                floor_name="no-op git fetch over git://"))
+
+
+def bench_idle_cpu(seconds: float = 20.0) -> None:
+    """CPU used by an idle ``sluice run`` (10 releases at rest, 30 s poll)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, bare = make_repo(pathlib.Path(tmp), idle_docs(10))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli.main", "run", "--repo", f"file://{bare}",
+                                 "--target", "git", "--listen", "127.0.0.1:0", "--workdir", str(pathlib.Path(tmp) / "w")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(5)   # start-up and the first passes
+            tick = os.sysconf("SC_CLK_TCK")
+
+            def cpu():
+                fields = pathlib.Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / tick
+            c0, t0 = cpu(), time.monotonic()
+            time.sleep(seconds)
+            used = (cpu() - c0) / (time.monotonic() - t0) * 100
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    emit(figure("idle CPU of sluice run (10 releases, 30 s poll)", 10, [used], unit="%"))
+
+
 def _wait_applied(emu: Emulator, ns: str, name: str, timeout: float = 10) -> float:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -257,5 +308,7 @@ if __name__ == "__main__":
         bench_noop(n)
         bench_status_plan_memory(n)
     bench_rollback()
+    bench_step_e2e()
+    bench_idle_cpu()
     bench_push_to_applied("webhook")
     bench_push_to_applied("watchdog")

@@ -56,3 +56,60 @@ def test_release_on_shutdown_hands_over_at_once():
         wait_for(standby.is_leader, 3)
         assert time.monotonic() - t0 < 3      # far sooner than the 10 s lease
         standby.stop()
+
+
+def test_two_controller_processes_only_the_leader_writes(tmp_path):
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+    from tests.support.gitserver import make_bare, run
+    from tests.support.kube_emulator import kubeconfig
+    from tests.support.specs import dump, release_doc
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    doc = release_doc(status={"phase": "Promoted", "weight": 100, "stable": {"version": "v1", "image": "r:1"}})
+    doc["spec"]["analysis"] = {"metrics": []}
+    doc["spec"]["strategy"]["canary"] = {"steps": list(range(1, 100)), "interval": "1s"}
+    bare = make_bare(tmp_path, seed={"releases/bookinfo/reviews.yaml": dump(doc)})
+    with Emulator() as emu:
+        cfg = kubeconfig(tmp_path / "kc", emu.url)
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+
+        def start(name):
+            return subprocess.Popen(
+                [sys.executable, "-m", "reconciler.cli.main", "run", "--repo", str(bare), "--target", "kubernetes",
+                 "--kubeconfig", str(cfg), "--interval", "1s", "--no-watch", "--listen", "127.0.0.1:0",
+                 "--leader-election", "--lease-namespace", "sluice-system", "--lease-duration", "3s",
+                 "--identity", name, "--author-name", name, "--workdir", str(tmp_path / name)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        procs = {"alpha": start("alpha"), "beta": start("beta")}
+        try:
+            def authors():
+                return run("log", "--format=%an", "main", cwd=bare).split()
+
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                emu.all_ready()
+                if len([a for a in authors() if a in procs]) >= 4:
+                    break
+                time.sleep(0.3)
+            writers = {a for a in authors() if a in procs}
+            assert len(writers) == 1, writers          # only the leader wrote
+            leader = writers.pop()
+            standby = ({"alpha", "beta"} - {leader}).pop()
+            procs[leader].send_signal(signal.SIGKILL)
+            procs[leader].wait(10)
+            killed = time.monotonic()
+            while time.monotonic() - killed < 15 and standby not in authors():
+                emu.all_ready()
+                time.sleep(0.2)
+            took = time.monotonic() - killed
+            assert standby in authors(), "the standby never took over"
+            assert took < 3.0 + 2.0 + 1.5   # lease duration + one renew period + one pass
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(30)

@@ -31,6 +31,9 @@ def make_checkout(tmp_path):
     run("init", "-q", "-b", "main", cwd=work)
     run("add", "-A", cwd=work, env=env)
     run("commit", "-q", "-m", "import", cwd=work, env=env)
+    p = work / "releases/bookinfo/ratings.yaml"
+    p.write_text(p.read_text().replace("iterations: 10", "iterations: 5"))
+    run("commit", "-q", "-am", "shorter A/B test", cwd=work, env=env)
     return work
 
 
@@ -44,6 +47,7 @@ def test_read_only_commands_touch_nothing(tmp_path, capsys, monkeypatch):
     assert main(["render", str(work)]) == 0
     assert main(["status", str(work), "-o", "json"]) == 0
     assert main(["history", "bookinfo/reviews", "--repo", str(work), "-o", "json"]) == 0
+    assert main(["plan", str(work), "--base", "HEAD~1", "--head", "HEAD", "--format", "json"]) in (0, 2)
     assert snapshot(work) == before
     for p in [work, *work.rglob("*")]:
         p.chmod(p.stat().st_mode | stat.S_IWUSR)
