@@ -1,15 +1,18 @@
-"""The renderer: each strategy and phase gives the right objects, and every
-VirtualService and DestinationRule is valid under Istio's own CRD schema."""
+"""The renderer: each strategy and phase gives the right objects, every
+VirtualService and DestinationRule is valid under Istio's own CRD schema, and
+every Deployment and Service under the official Kubernetes schema (strict)."""
 
+import pathlib
 import random
 
+import kubernetes_validate
 import pytest
 
 from reconciler.core.model import LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS
 from reconciler.core.render import render
 from reconciler.core.serialize import dump_json, dump_yaml
 from tests.support import istio
-from tests.support.specs import release, release_doc
+from tests.support.specs import STRATEGIES, release, release_doc
 
 V1 = {"version": "v1", "image": "example.com/reviews:v1"}
 V2 = {"version": "v2", "image": "example.com/reviews:v2"}
@@ -221,3 +224,51 @@ def test_broken_virtual_service_fails_istio_validation():
     vs["spec"]["http"][0]["route"][0]["weight"] = 90
     vs["spec"]["http"][0]["bogus"] = 1
     assert istio.pruned(vs) == [".spec.http[0].bogus"]
+
+
+# --- the official Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors) ---------
+# The oldest Kubernetes the pinned kubernetes-validate>=1.30 is sure to carry, and the newest this one ships:
+# a field too new for 1.30 or gone by the latest fails here rather than on a cluster.
+K8S_VERSIONS = sorted({"1.30.0", kubernetes_validate.latest_version()})
+SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "sample-repo"
+
+
+def every_rendered_object():
+    """(label, object) for every release of sample-repo/ and every test spec (each strategy, each CASE)."""
+    from reconciler.adapters.files import read_tree
+    from reconciler.core.loader import load_files
+    loaded = load_files(read_tree(SAMPLE))
+    assert loaded.problems == [] and loaded.releases
+    for rel in loaded.releases:
+        for obj in render(rel, loaded.settings):
+            yield rel.path, obj
+    for case, kw in sorted(CASES.items()):
+        for obj in render(release(**kw)):
+            yield case, obj
+    for strategy in sorted(STRATEGIES):
+        for obj in render(release(strategy=strategy)):
+            yield strategy, obj
+
+
+def test_every_rendered_deployment_and_service_is_valid_kubernetes():
+    checked, problems = set(), []
+    for where, obj in every_rendered_object():
+        if obj["apiVersion"].startswith("networking.istio.io"):
+            continue
+        checked.add(obj["kind"])
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(map(str, exc.path))
+                problems.append(f"{where}: {obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}) "
+                                f"{path}: {exc.message}")
+    assert problems == []
+    assert {"Deployment", "Service"} <= checked
+
+
+def test_strict_kubernetes_validation_catches_an_unknown_field():
+    dep = next(o for o in render(release(strategy="canary")) if o["kind"] == "Deployment")
+    dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSIONS[0], strict=True)

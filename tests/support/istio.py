@@ -1,31 +1,34 @@
-"""Istio's own CRD schemas (../shared/istio/crds-networking.yaml) as validators.
+"""Istio's own CRD schemas as validators (tests/fixtures/istio/networking-schemas.json).
 
 Each CRD version's ``openAPIV3Schema`` is the structural schema the API
 server checks objects against; jsonschema reads it (``x-kubernetes-*`` keys
-and CEL rules are not checked). The file sits beside the repo, in
-``../shared``, on developer machines and in CI.
+and CEL rules are not checked). The schemas are carried in the repository
+(source and licence in tests/fixtures/istio/README.md), so the tests need no
+file outside it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 
 import jsonschema
-import yaml
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-CRDS = REPO.parent / "shared" / "istio" / "crds-networking.yaml"
+SCHEMAS = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "istio" / "networking-schemas.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _schemas() -> dict:
+    return json.loads(SCHEMAS.read_text())["schemas"]
 
 
 @functools.lru_cache(maxsize=None)
 def validator(kind: str, version: str = "v1") -> jsonschema.Draft7Validator:
-    for doc in yaml.safe_load_all(CRDS.read_text()):
-        if doc and doc.get("kind") == "CustomResourceDefinition" and doc["spec"]["names"]["kind"] == kind:
-            for ver in doc["spec"]["versions"]:
-                if ver["name"] == version:
-                    return jsonschema.Draft7Validator(ver["schema"]["openAPIV3Schema"])
-    raise LookupError(f"no CRD schema for {kind} {version} in {CRDS}")
+    schema = _schemas().get(f"networking.istio.io/{version}/{kind}")
+    if schema is None:
+        raise LookupError(f"no CRD schema for {kind} {version} in {SCHEMAS}")
+    return jsonschema.Draft7Validator(schema)
 
 
 def errors(obj: dict) -> list[str]:
