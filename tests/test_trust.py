@@ -95,3 +95,95 @@ def test_openpgp_signatures(tmp_path):
     tip = run("rev-parse", "HEAD", cwd=work).strip()
     verdict = verify(work, tip, policy)
     assert not verdict.ok and "unknown key" in verdict.reason
+
+
+class Recording(GitTarget):
+    """A cluster target that records every object it is asked to apply."""
+
+    name = "kubernetes"
+
+    def __init__(self):
+        super().__init__()
+        self.applied: list[dict] = []
+
+    def apply(self, desired, *, keep, urgent=False):
+        for objects in desired.values():
+            self.applied.extend(objects)
+        return super().apply(desired, keep=keep, urgent=urgent)
+
+
+@pytest.mark.parametrize("target", ["git", "kubernetes"])
+def test_unsigned_commit_pushed_during_push_retry_is_never_built_upon(setup, target):
+    """Mallory's unsigned commit lands between Sluice's fetch and its push: the
+    push is rejected, and the retry must verify the new tip before computing on it."""
+    ctl, bare, work = setup["ctl"], setup["bare"], setup["work"]
+    if target == "kubernetes":
+        ctl.target = Recording()
+    evil = {**DOC, "spec": {**DOC["spec"], "target": {"version": "v9", "image": "evil.example.com/pwn:1"}}}
+    repo = ctl.repo
+    real_push = repo._push
+    attacked = []
+
+    def push(sha):
+        if not attacked:   # the attacker wins the race once
+            run("pull", "-q", "origin", "main", cwd=work)
+            (work / "releases/bookinfo/reviews.yaml").write_text(dump(evil))
+            run("add", "-A", cwd=work)
+            attacked.append(commit(work, None, "mallory: retarget", edit=False))
+        return real_push(sha)
+
+    repo._push = push
+    report = ctl.run_pass()
+    assert attacked, "the race was not staged"
+    assert report.error and "refusing" in report.error and attacked[0][:12] in report.error
+    assert ctl.refused and not report.pushed
+    # nothing built on the attacker's commit, nothing of it rendered or applied
+    assert run("rev-parse", "main", cwd=bare).strip() == attacked[0]
+    assert run("ls-tree", "-r", "--name-only", "main", cwd=bare).count("rendered/") == 0
+    if target == "kubernetes":
+        assert "evil.example.com" not in repr(ctl.target.applied)
+    assert "evil.example.com" not in repr(report.outcomes)
+    again = ctl.run_pass()   # and the next pass refuses it too
+    assert again.error and "tip is unsigned" in again.error
+    assert run("rev-parse", "main", cwd=bare).strip() == attacked[0]
+
+
+def test_key_removed_from_allowed_signers_is_refused_at_next_pass(setup):
+    ctl, tmp = setup["ctl"], setup["tmp"]
+    ctl.can_write = lambda: False    # a standby: nothing re-signs the tip, it stays alice's commit
+    assert ctl.run_pass().error is None           # alice's tip: trusted, acted on
+    allowed_signers(tmp, {"sluice@example.com": tmp / "sluice"})   # alice's key is revoked
+    report = ctl.run_pass()
+    assert report.error and "tip is signed by a key that is not trusted" in report.error
+    run("pull", "-q", "origin", "main", cwd=setup["work"])
+    commit(setup["work"], setup["alice"], "alice: another change")
+    report = ctl.run_pass()
+    assert report.error and "not trusted" in report.error
+
+
+def test_openpgp_key_removed_from_configuration_is_refused(tmp_path):
+    home, pub = gpg_key(tmp_path, "alice", "alice@example.com")
+    bare = make_bare(tmp_path, seed=None)
+    work = tmp_path / "work"
+    run("clone", "-q", str(bare), str(work))
+    commit(work, "alice@example.com", "signed by alice", fmt="openpgp", gnupghome=home)
+    parent = tmp_path / "keyrings"
+    assert verify(work, run("rev-parse", "HEAD", cwd=work).strip(),
+                  TrustPolicy(openpgp_keys=(str(pub),), home=str(parent))).ok
+    commit(work, "alice@example.com", "signed by alice again", fmt="openpgp", gnupghome=home)
+    _, other = gpg_key(tmp_path, "bob", "bob@example.com")
+    verdict = verify(work, run("rev-parse", "HEAD", cwd=work).strip(),
+                     TrustPolicy(openpgp_keys=(str(other),), home=str(parent)))
+    assert not verdict.ok and "unknown key" in verdict.reason
+    assert list(parent.iterdir()) == []   # no keyring left behind to grow
+
+
+def test_restart_on_a_persisted_clone_rechecks_the_tip_under_todays_keys(setup):
+    ctl, tmp = setup["ctl"], setup["tmp"]
+    ctl.can_write = lambda: False
+    assert ctl.run_pass().error is None           # alice's tip verified; refs/sluice/verified persisted
+    allowed_signers(tmp, {"sluice@example.com": tmp / "sluice"})   # alice's key removed while Sluice was down
+    restarted = Controller(GitRepo(str(setup["bare"]), ctl.repo.workdir), GitTarget(), trust=ctl.trust,
+                           can_write=lambda: False)
+    report = restarted.run_pass()
+    assert report.error and "tip is signed by a key that is not trusted" in report.error

@@ -341,13 +341,20 @@ class GitRepo:
 
     def write(self, compute: Callable[[Snapshot], list[CommitPlan]], *, max_attempts: int = 6,
               backoff: float = 0.2, backoff_cap: float = 5.0,
-              sleep: Callable[[float], None] = time.sleep) -> PushResult:
-        """Commit what ``compute`` returns on the remote tip and push it, never forcing."""
+              sleep: Callable[[float], None] = time.sleep,
+              verify: Callable[[str], None] | None = None) -> PushResult:
+        """Commit what ``compute`` returns on the remote tip and push it, never forcing.
+
+        ``verify(tip)`` runs on every tip before anything is computed on it (the
+        first and each one fetched after a rejected push); it raises (TrustError)
+        to refuse the tip, and then nothing is computed, committed or pushed."""
         self._ensure()
         result = PushResult(pushed=False, tip=self.tip())
         for attempt in range(1, max_attempts + 1):
             result.attempts = attempt
             tip = self.tip()
+            if verify is not None:
+                verify(tip)
             head, commits = tip, []
             with tempfile.TemporaryDirectory(prefix="sluice-index-") as tmp:
                 # one private index for the pass; an empty scratch work tree because bare

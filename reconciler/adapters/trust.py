@@ -10,17 +10,25 @@ own clone), or from ``--trust-since`` on the first run. So an unsigned
 commit hidden under a signed tip is refused too. Sluice's own commits are
 signed with its key, which must be among the trusted signers.
 
-Only ``%G?`` = ``G`` (good signature by a trusted key) passes. The private
-keyring holds only the configured OpenPGP keys, each given full trust; an SSH
-signature is ``G`` only when its key is in the allowed-signers file. ``U``
+Only ``%G?`` = ``G`` (good signature by a trusted key) passes. The keyring
+is rebuilt from the configured files for every verification (a fresh private
+GNUPGHOME, removed afterwards) and git re-reads the allowed-signers file each
+time, so a key removed from the configuration is refused at the next pass,
+never trusted until a restart. The tip itself is checked on every call even
+when it was verified before, so a tip signed by a key since removed is
+refused too. The keyring holds only the configured OpenPGP keys, each given
+full trust; an SSH signature is ``G`` only when its key is in the
+allowed-signers file. ``U``
 (an SSH key not in allowed_signers), ``N`` unsigned, ``B`` bad, ``E`` key
 missing, ``X``/``Y`` expired and ``R`` revoked all refuse the tip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +42,7 @@ class TrustPolicy:
     openpgp_keys: tuple[str, ...] = ()       # armored public key files
     ssh_allowed_signers: str | None = None
     since: str | None = None                 # commit from which signatures are required
-    home: str = "/tmp/sluice-gnupg"          # private GNUPGHOME for the trusted keyring
+    home: str | None = None                  # parent dir of the per-verification GNUPGHOMEs (default: $TMPDIR)
 
     @property
     def enabled(self) -> bool:
@@ -49,10 +57,11 @@ class Verdict:
     signer: str = ""
 
 
-def _gnupg_home(policy: TrustPolicy) -> str:
-    home = Path(policy.home)
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
+def _import_keys(home: str, policy: TrustPolicy) -> None:
+    """Fill the empty keyring at ``home`` with exactly the configured keys, fully trusted."""
+    # public keys only: no agent is ever needed (its socket would not fit a long home path)
+    Path(home, "gpg.conf").write_text("no-autostart\n")
+    gpg = ["gpg", "--batch", "--quiet", "--homedir", home]
     for key in policy.openpgp_keys:
         subprocess.run([*gpg, "--import", key], capture_output=True, check=True)
     # the keyring holds only the configured keys: trust each fully, so good signatures read 'G'
@@ -60,25 +69,40 @@ def _gnupg_home(policy: TrustPolicy) -> str:
     fprs = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")]
     subprocess.run([*gpg, "--import-ownertrust"], input="".join(f"{f}:6:\n" for f in fprs), text=True,
                    capture_output=True, check=True)
-    return str(home)
 
 
-def git_env(policy: TrustPolicy) -> dict[str, str]:
-    env = {"GNUPGHOME": _gnupg_home(policy)} if policy.openpgp_keys else {}
-    configs = []
-    if policy.ssh_allowed_signers:
-        configs.append(("gpg.ssh.allowedSignersFile", policy.ssh_allowed_signers))
-    for i, (k, v) in enumerate(configs):
-        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
-    if configs:
-        env["GIT_CONFIG_COUNT"] = str(len(configs))
-    return env
+@contextlib.contextmanager
+def git_env(policy: TrustPolicy):
+    """The environment for git to verify under ``policy``: a keyring built now
+    from the configured files (removed on exit) and the allowed-signers file."""
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if policy.openpgp_keys:
+            if policy.home:
+                Path(policy.home).mkdir(parents=True, exist_ok=True, mode=0o700)
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-gnupg-", dir=policy.home))
+            _import_keys(home, policy)
+            env["GNUPGHOME"] = home
+        configs = []
+        if policy.ssh_allowed_signers:
+            configs.append(("gpg.ssh.allowedSignersFile", policy.ssh_allowed_signers))
+        for i, (k, v) in enumerate(configs):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
+        if configs:
+            env["GIT_CONFIG_COUNT"] = str(len(configs))
+        yield env
 
 
 def verify(repo_dir: str | os.PathLike, tip: str, policy: TrustPolicy) -> Verdict:
     """Are ``tip`` and every commit it adds since the last verified one signed by a trusted key?"""
-    env = {**os.environ, **git_env(policy), "LC_ALL": "C"}
+    try:
+        with git_env(policy) as trust_env:
+            return _verify(repo_dir, tip, policy, {**os.environ, **trust_env, "LC_ALL": "C"})
+    except (OSError, subprocess.CalledProcessError) as exc:   # a key file unreadable: refuse, never skip
+        return Verdict(False, tip, f"cannot check signatures ({type(exc).__name__}: {exc})")
 
+
+def _verify(repo_dir: str | os.PathLike, tip: str, policy: TrustPolicy, env: dict[str, str]) -> Verdict:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo_dir), *args], env=env, capture_output=True, text=True,
                               check=True).stdout
@@ -89,13 +113,15 @@ def verify(repo_dir: str | os.PathLike, tip: str, policy: TrustPolicy) -> Verdic
     except subprocess.CalledProcessError:
         base = None
     base = base or policy.since
-    rng = [tip] + ([f"^{base}"] if base else [])
     if base:
         try:
             git("merge-base", "--is-ancestor", base, tip)
         except subprocess.CalledProcessError:
             return Verdict(False, tip, f"tip does not descend from the last verified commit {base[:12]} (history rewritten)")
-    out = git("log", "--format=%H %G? %GS", *rng)
+    # the tip always, under today's keys; then what it adds since the last verified commit
+    out = git("log", "-1", "--format=%H %G? %GS", tip)
+    if base != tip:
+        out += git("log", "--format=%H %G? %GS", tip, *([f"^{base}"] if base else []))
     for line in out.splitlines():
         sha, status, *signer = line.split(" ", 2)
         if status != "G":

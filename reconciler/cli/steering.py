@@ -1,39 +1,100 @@
 """The steering commands: they WRITE (a commit in a local clone, pushed with
 ``--push``), unlike the read-only set. Each is a convenience over a commit a
-person could make by hand."""
+person could make by hand, and is made the way the person would make it:
+through the ``git`` CLI, so their own configuration applies (identity,
+``commit.gpgsign`` and signing key, hooks).
+
+The commit holds the release file's own change and nothing else: it is built
+in a temporary index from ``HEAD`` plus that one file (edited from its
+committed bytes), so whatever the person had staged or left unstaged stays
+as it was, uncommitted. Bytes are preserved: CRLF line ends, a BOM, a missing
+final newline, and no clean/smudge filter or autocrlf rewrites the blob.
+The working copy gets the same edit.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import click
-import git
 
 from reconciler.cli.common import load_repo_dir, pick_release
 from reconciler.core.steer import SteerError, set_spec_key
+
+BOM = "\ufeff"
+
+
+def _git(top: str, *args: str, data: bytes | None = None, env: dict | None = None) -> bytes:
+    proc = subprocess.run(["git", "-C", top, *args], input=data, capture_output=True,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise click.ClickException(f"git {args[0]}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def edit_bytes(data: bytes, edits: dict) -> bytes:
+    """``data`` with each ``spec.<key>: value`` set, every other byte kept."""
+    text = data.decode("utf-8")
+    bom = text.startswith(BOM)
+    text = text[len(BOM):] if bom else text
+    for key, value in edits.items():
+        text = set_spec_key(text, key, value)
+    return ((BOM if bom else "") + text).encode("utf-8")
 
 
 def steer(repo: str, ref: str, edits: dict, what: str, push: bool) -> int:
     loaded = load_repo_dir(repo)
     rel = pick_release(loaded, ref)
-    path = Path(repo) / rel.path
-    text = path.read_text()
+    top = _git(repo, "rev-parse", "--show-toplevel").decode().strip()
+    path = _git(repo, "rev-parse", "--show-prefix").decode().strip() + rel.path
+    changes = edits(rel) if callable(edits) else edits
+    entry = _git(top, "ls-tree", "HEAD", "--", path).decode().split()
+    if not entry:
+        raise click.ClickException(f"{rel.path} is not committed yet: commit it first")
+    mode, _, old_blob = entry[:3]
+    committed = _git(top, "cat-file", "blob", old_blob)
     try:
-        for key, value in edits(rel).items() if callable(edits) else edits.items():
-            text = set_spec_key(text, key, value)
-    except SteerError as exc:
+        new = edit_bytes(committed, changes)
+    except (SteerError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"{rel.path}: {exc}") from None
-    path.write_text(text)
-    try:
-        g = git.Repo(repo, search_parent_directories=True)
-        g.index.add([str(path.resolve().relative_to(Path(g.working_tree_dir).resolve()))])
-        g.index.commit(f"{rel.key}: {what} (sluice {what.split()[0]})")
-        if push:
-            g.git.push("origin", "HEAD")
-    except (git.GitCommandError, git.InvalidGitRepositoryError) as exc:
-        raise click.ClickException(f"git: {exc}") from None
+    if new == committed:
+        click.echo(f"{rel.key}: already {what}")
+        return 0
+    blob = _git(top, "hash-object", "-w", "--no-filters", "--stdin", data=new).decode().strip()
+    with tempfile.TemporaryDirectory(prefix="sluice-steer-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        _git(top, "read-tree", "HEAD", env=env)
+        _git(top, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+        # the person's git: their name, their signing config, their hooks
+        _git(top, "commit", "--quiet", "-m", f"{rel.key}: {what} (sluice {what.split()[0]})", env=env)
+    _sync_worktree(top, path, committed, new, old_blob, blob, mode, changes)
+    if push:
+        _git(top, "push", "origin", "HEAD")
     click.echo(f"{rel.key}: {what}" + (" (pushed)" if push else " (committed; push to apply, or use --push)"))
     return 0
+
+
+def _sync_worktree(top: str, path: str, committed: bytes, new: bytes, old_blob: str, blob: str,
+                   mode: str, changes: dict) -> None:
+    """Bring the working copy and the index entry of ``path`` along, keeping the person's own edits."""
+    file = Path(top) / path
+    try:
+        current = file.read_bytes()
+    except OSError:
+        return
+    if current == committed:
+        file.write_bytes(new)
+    else:
+        try:
+            file.write_bytes(edit_bytes(current, changes))
+        except (SteerError, UnicodeDecodeError):
+            click.echo(f"{path}: your uncommitted edits are kept; the commit has the change", err=True)
+    staged = _git(top, "ls-files", "-s", "--", path).decode().split()
+    if len(staged) >= 2 and staged[1] == old_blob:   # nothing of theirs staged for this file
+        _git(top, "update-index", "--cacheinfo", f"{mode},{blob},{path}")
 
 
 def make(name: str, help_text: str, edits, what):

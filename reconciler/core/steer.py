@@ -41,8 +41,12 @@ def set_spec_key(text: str, key: str, value) -> str:
             indent = width
         if width == indent and re.match(rf"\s*{re.escape(key)}\s*:", raw):
             comment = re.search(r"\s+#.*$", raw)
-            lines[i] = f"{' ' * indent}{key}: {_scalar(value)}{comment.group(0) if comment else ''}{nl}"
+            ending = lines[i][len(raw):]   # the line's own end: none on a last line without a newline
+            lines[i] = f"{' ' * indent}{key}: {_scalar(value)}{comment.group(0) if comment else ''}{ending}"
             return "".join(lines)
     indent = indent or 2
+    if not lines[start].endswith(("\n", "\r")):   # 'spec:' is the last line, without a newline: keep it so
+        lines[start] += nl
+        nl = ""
     lines.insert(start + 1, f"{' ' * indent}{key}: {_scalar(value)}{nl}")
     return "".join(lines)

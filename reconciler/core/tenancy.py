@@ -13,6 +13,10 @@ when it claims a host that matches none of the allowance's globs, or
 (always, tenancy or not) when a host names a service in another namespace
 (``svc.other`` or ``svc.other.svc.cluster.local``): a release routes only to
 workloads of its own namespace.
+
+Under a controller policy (``--policy-file``, see ``policy``) the policy's
+allowances apply first and the repo's may only narrow them: a release must
+fit both.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping
 
-from reconciler.core.model import Release
+from reconciler.core import policy as policies
+from reconciler.core.model import Release, host_fqdn
 
 _Problem = tuple[Release, tuple[Any, ...], str]
 
@@ -35,34 +40,53 @@ def _host_namespace(host: str) -> str | None:
     return None
 
 
-def check(releases: Iterable[Release], settings: Mapping[str, Any]) -> list[_Problem]:
-    folders = ((settings.get("tenancy") or {}).get("folders"))
+def check(releases: Iterable[Release], settings: Mapping[str, Any],
+          policy: Mapping[str, Any] | None = None) -> list[_Problem]:
+    """Problems of releases outside their folder's allowance: the controller
+    policy's when there is one, and the repo's ``sluice.yaml`` (which may only
+    narrow it) in any case."""
+    sources = []
+    granted = policies.folders(policy)
+    if granted is not None:
+        sources.append(("the controller policy", granted))
+    repo = (settings.get("tenancy") or {}).get("folders")
+    if repo is not None:
+        sources.append(("sluice.yaml", repo))
     out: list[_Problem] = []
     for rel in releases:
-        folder = rel.path.split("/")[1]
         hosts = list(enumerate(rel.service.get("hosts") or []))
         for i, host in hosts:
             ns = _host_namespace(host)
             if ns is not None and ns != rel.namespace:
                 out.append((rel, ("spec", "service", "hosts", i),
                             f"host {host} routes to namespace {ns!r}; a release routes only within {rel.namespace!r}"))
-        if folders is None:
-            continue
-        allowance = folders.get(folder)
-        if allowance is None:
-            out.append((rel, ("metadata", "namespace"), f"folder {folder!r} has no tenancy allowance in sluice.yaml"))
-            continue
-        namespaces = allowance.get("namespaces") or [folder]
-        if rel.namespace not in namespaces:
-            out.append((rel, ("metadata", "namespace"),
-                        f"namespace {rel.namespace!r} is outside folder {folder!r}'s allowance {namespaces}"))
-        globs = allowance.get("hosts")
-        if globs is None:
-            continue
-        fqdn = f"{rel.service_name}.{rel.namespace}.svc.cluster.local"
-        for i, host in [(None, fqdn)] + hosts:
-            full = host if "." in host else f"{host}.{rel.namespace}.svc.cluster.local"
-            if not any(fnmatchcase(full, g) or fnmatchcase(host, g) for g in globs):
-                path = ("spec", "service", "hosts", i) if i is not None else ("spec", "service")
-                out.append((rel, path, f"host {host} is outside folder {folder!r}'s allowed hosts {globs}"))
+        for where, folders in sources:
+            found = _allowance(rel, folders, where, hosts)
+            out += found
+            if found:
+                break   # one source's refusal says enough
+    return out
+
+
+def _allowance(rel: Release, folders: Mapping[str, Any], where: str, hosts) -> list[_Problem]:
+    folder = rel.path.split("/")[1]
+    allowance = folders.get(folder)
+    if allowance is None:
+        return [(rel, ("metadata", "namespace"), f"folder {folder!r} has no tenancy allowance in {where}")]
+    allowance = allowance or {}
+    out: list[_Problem] = []
+    namespaces = allowance.get("namespaces") or [folder]
+    if rel.namespace not in namespaces:
+        out.append((rel, ("metadata", "namespace"),
+                    f"namespace {rel.namespace!r} is outside folder {folder!r}'s allowance {namespaces}"
+                    + (f" in {where}" if where != "sluice.yaml" else "")))
+    globs = allowance.get("hosts")
+    if globs is None:
+        return out
+    suffix = f" in {where}" if where != "sluice.yaml" else ""
+    for i, host in [(None, rel.fqdn)] + hosts:
+        full = host_fqdn(host, rel.namespace)
+        if not any(fnmatchcase(full, g) or fnmatchcase(host, g) for g in globs):
+            path = ("spec", "service", "hosts", i) if i is not None else ("spec", "service")
+            out.append((rel, path, f"host {host} is outside folder {folder!r}'s allowed hosts {globs}{suffix}"))
     return out

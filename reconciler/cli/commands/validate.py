@@ -9,11 +9,16 @@ JSON output (``-o json``), versioned, stable for scripts::
     {
       "apiVersion": "sluice.dev/validate/v1",
       "valid": false,
+      "tenancy": {"source": "policy", "policyFile": "/etc/sluice/policy.yaml", "narrowedBy": "sluice.yaml"},
       "releases": [{"release": "bookinfo/reviews", "file": "releases/bookinfo/reviews.yaml",
                     "strategy": "canary", "valid": true}],
       "problems": [{"file": "...", "line": 3, "column": 5, "message": "...",
                     "path": ["spec", "strategy"], "release": "bookinfo/reviews"}]
     }
+
+``tenancy.source`` says which tenancy applies: ``policy`` (``--policy-file``,
+which ``sluice.yaml`` may narrow), ``sluice.yaml`` (the repo's own), or
+``none``. The text output says the same on stderr.
 """
 
 from __future__ import annotations
@@ -22,16 +27,22 @@ import json
 
 import click
 
-from reconciler.cli.common import load_repo_dir
-from reconciler.core.loader import key_from_path
+from reconciler.adapters.files import read_tree
+from reconciler.cli.policyfile import read_policy
+from reconciler.core import policy as policies
+from reconciler.core.loader import key_from_path, load_files
 
 
 @click.command()
 @click.argument("repo", required=False, default=".", type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(repo: str, output: str) -> int:
+@click.option("--policy-file", envvar="SLUICE_POLICY_FILE", show_envvar=True, default=None,
+              help="Validate within the controller's policy file, as `sluice run --policy-file` would.")
+def command(repo: str, output: str, policy_file: str | None) -> int:
     """Validate every release spec and sluice.yaml; print path:line:col: message."""
-    loaded = load_repo_dir(repo)
+    policy = read_policy(policy_file)
+    loaded = load_files(read_tree(repo), policy=policy)
+    tenancy = policies.describe(policy_file, policy, loaded.settings)
     if output == "json":
         rows = [{"release": r.key, "file": r.path, "strategy": r.strategy_kind, "valid": True}
                 for r in loaded.releases]
@@ -40,6 +51,7 @@ def command(repo: str, output: str) -> int:
         doc = {
             "apiVersion": "sluice.dev/validate/v1",
             "valid": not loaded.problems,
+            "tenancy": tenancy,
             "releases": sorted(rows, key=lambda r: r["file"]),
             "problems": [p.to_json() for p in loaded.problems],
         }
@@ -47,6 +59,10 @@ def command(repo: str, output: str) -> int:
     else:
         for problem in loaded.problems:
             click.echo(str(problem))
+        source = {"policy": f"the controller policy {policy_file}" + (", narrowed by sluice.yaml" if tenancy["narrowedBy"] else ""),
+                  "sluice.yaml": "sluice.yaml " + ("(the policy file sets no tenancy)" if policy_file else "(no --policy-file)"),
+                  "none": "none (" + ("the policy file sets no tenancy" if policy_file else "no --policy-file") + ", no sluice.yaml tenancy)"}
+        click.echo(f"tenancy: {source[tenancy['source']]}", err=True)
         bad = len(loaded.invalid)
         total = len(loaded.releases) + bad
         click.echo(f"{total} release(s): {total - bad} valid, {bad} invalid"
