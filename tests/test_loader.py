@@ -56,7 +56,8 @@ def test_valid_spec_loads():
     ("steps: [10, 20, 50]", "steps: [10, 20, 150]", f"{PATH}:16:23: spec.strategy.canary.steps.2: 150 is greater than the maximum of 100"),
     ("  namespace: bookinfo", "  namespace: shop", f"{PATH}:5:14: namespace 'shop' must equal the folder 'bookinfo' it lives in"),
     ("  name: reviews\n  namespace", "  name: ratings\n  namespace", f"{PATH}:4:9: name 'ratings' must equal the file name 'reviews'"),
-    ("    version: v2", "    version: V2_bad", f"{PATH}:12:14: spec.target.version: 'V2_bad' does not match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"),
+    # any OCI tag is a version now (V2_bad, 1.2.3); a slash is not
+    ("    version: v2", "    version: v2/bad", f"{PATH}:12:14: spec.target.version: 'v2/bad' does not match '^[A-Za-z0-9_][A-Za-z0-9_.+-]{{0,127}}$'"),
     ("    image: example.com/reviews:v2\n", "", f"{PATH}:11:3: spec.target: 'image' is a required property"),
     ("      interval: 1m", "      interval: 1m\n      colour: blue", f"{PATH}:18:7: unknown field 'colour' in spec.strategy.canary"),
     ("      - name: reviews", "      - name: app\n      - name: sidecar", f"{PATH}:9:5: cannot tell which container gets the target image: name one container like the service or set target.container"),
@@ -155,13 +156,15 @@ def test_bad_paths(path, expected):
     assert len(got) == 1 and got[0].startswith(path + ":1:1: " + expected), got
 
 
-def test_invalid_settings_is_reported_and_releases_go_on():
+def test_invalid_settings_is_reported_and_holds_every_release():
     out = load_files({PATH: SPEC.encode(), "sluice.yaml": b"apiVersion: sluice.dev/v1alpha1\nkind: Settings\nproviders:\n  prometheus: {adress: x}\n"})
     assert [str(p) for p in out.problems] == [
         "sluice.yaml:4:3: providers.prometheus: 'address' is a required property",
         "sluice.yaml:4:16: unknown field 'adress' in providers.prometheus",
+        "releases/bookinfo/reviews.yaml:1:1: held: sluice.yaml is invalid: "
+        "sluice.yaml:4:3: providers.prometheus: 'address' is a required property",
     ]
-    assert [r.key for r in out.releases] == ["bookinfo/reviews"]
+    assert out.releases == [] and out.problems[-1].release == "bookinfo/reviews"   # held, never run on defaults
 
 
 def test_cache_skips_unchanged_files():

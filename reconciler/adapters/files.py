@@ -1,6 +1,7 @@
 """Read a checked-out config repo from a directory into ``{path: bytes}``.
 
-Only what the loader looks at is read: ``sluice.yaml`` and ``releases/**``.
+Only what the loader looks at is read: ``sluice.yaml``, the release files and
+the config files next to them (``releases/<ns>/<name>/**``).
 Symlinks are never followed (a spec cannot pull in /etc/passwd), and a file
 over the size limit is read only up to limit + 1 bytes, enough for the
 loader to report it without holding 50 MB in memory.
@@ -37,6 +38,8 @@ def read_tree(root: str | os.PathLike, *, limit: int = MAX_BYTES) -> dict[str, b
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             full = Path(dirpath) / name
-            if name.endswith((".yaml", ".yml")) and not full.is_symlink() and full.is_file():
+            # releases/<ns>/<name>.yaml, and any file under releases/<ns>/<name>/ (spec.config.files)
+            in_config = len(full.relative_to(releases).parts) > 2
+            if (in_config or name.endswith((".yaml", ".yml"))) and not full.is_symlink() and full.is_file():
                 out[full.relative_to(base).as_posix()] = _read(full, limit)
     return out

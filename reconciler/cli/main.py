@@ -3,7 +3,8 @@
 Each command lives in ``reconciler/cli/commands/<name>.py`` and exposes a
 click command named ``command``. Read-only commands (validate, render, plan,
 status, history) never write to the repo, the cluster or anywhere else;
-steering commands (pause, resume, abort, approve, retry) are kept apart.
+steering commands (pause, resume, abort, approve, retry, and the emergency
+promote --full and rollback) are kept apart.
 
 Exit codes: 0 ok; 1 invalid input or a failed check; 2 "changes planned"
 (plan only) or usage error (click); 3 an unexpected internal error.
@@ -22,7 +23,7 @@ from reconciler.errors import SluiceError
 # Order is the order of `sluice --help`.
 COMMANDS = (
     "validate", "render", "plan", "status", "history",
-    "pause", "resume", "abort", "approve", "retry",
+    "pause", "resume", "abort", "approve", "retry", "promote", "rollback",
     "run", "demo",
 )
 

@@ -53,6 +53,18 @@ for _tag, _regexp, _first in (
     _Loader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
 
 
+def _int_core(loader: Any, node: Any) -> int:
+    """YAML 1.2 core ints, as ruamel.yaml reads them: ``0080`` is 80 (PyYAML's 1.1
+    constructor takes a leading 0 as octal and fails on it), ``0o17`` and ``0x1f``."""
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int_core)
+
+
 @dataclass(frozen=True)
 class YamlProblem(Exception):
     """A file that is not acceptable YAML, with where and why."""
@@ -189,6 +201,8 @@ def parse(data: bytes, *, limit: int = MAX_BYTES) -> Any:
         raise YamlProblem(f"YAML syntax: {exc}") from None
     except RecursionError:
         raise YamlProblem("YAML nesting too deep") from None
+    except (ValueError, TypeError, AttributeError) as exc:   # an explicit tag it cannot hold: !!int abc
+        raise YamlProblem(f"YAML value: {exc}") from None
 
 
 class Locator:

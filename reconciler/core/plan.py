@@ -12,11 +12,13 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from reconciler.core.decide import interval, manual_promotion, max_failed, schedule, stages
+from reconciler.core import revision
+from reconciler.core.decide import interval, manual_promotion, max_failed, schedule, stages, step_gates
 from reconciler.core.durations import format_duration, parse_duration
-from reconciler.core.model import Problem, Release, RepoLoad
+from reconciler.core.loader import is_config_path, locate
+from reconciler.core.model import LIVE_PHASES, Problem, Release, RepoLoad
 from reconciler.core.render import render, target_container
 from reconciler.core.serialize import dump_yaml
 
@@ -37,12 +39,16 @@ class ReleasePlan:
     warnings: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     diff: str = ""
+    revision: str | None = None     # the new revision's name when a rollout starts
+    reasons: list[str] = field(default_factory=list)   # why it starts: image, template fields, config
+    emergency: list[str] = field(default_factory=list)  # promote --full / rollback requested by this change
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "file": self.file, "change": self.change, "summary": self.summary,
                 "strategy": self.strategy, "schedule": self.schedule, "healthySeconds": self.healthy_seconds,
                 "rollbackSeconds": self.rollback_seconds, "gates": self.gates, "warnings": self.warnings,
-                "problems": [p.to_json() for p in self.problems], "diff": self.diff}
+                "problems": [p.to_json() for p in self.problems], "diff": self.diff,
+                "revision": self.revision, "reasons": self.reasons, "emergency": self.emergency}
 
 
 @dataclass
@@ -88,6 +94,9 @@ def _warnings(rel: Release) -> list[str]:
         if b - a > 50:
             out.append(f"a jump of {b - a} points of traffic ({a}% -> {b}%) in one step")
             break
+    if rel.spec.get("skipAnalysis"):
+        out.append("skipAnalysis: true: every stage advances on time alone, no metric is checked "
+                   "(a hotfix path: remove it once the hotfix is out)")
     image = rel.target["image"]
     tag = image.rsplit("/", 1)[-1]
     if "@" not in tag and (":" not in tag or tag.endswith(":latest")):
@@ -96,25 +105,65 @@ def _warnings(rel: Release) -> list[str]:
 
 
 def _what_happens(base: Release | None, head: Release) -> str:
-    target = head.target["version"]
-    stable = (head.status.get("stable") or {}).get("version")
-    canary = (head.status.get("canary") or {}).get("version")
-    live = head.status.get("phase") in ("Progressing", "Paused", "WaitingApproval")
+    new = revision.target(head)
+    target = revision.display(new)
+    stable_entry = head.status.get("stable")
+    stable = revision.display(stable_entry) if stable_entry and stable_entry.get("version") else None
+    canary_entry = head.status.get("canary")
+    canary = revision.display(canary_entry) if canary_entry and canary_entry.get("version") else None
+    live = head.status.get("phase") in LIVE_PHASES
     if stable is None:
         return f"first deploy of {target}"
-    if live and canary != target:
+    if _requested(base, head, "rollback"):
+        return f"emergency rollback to {str(head.spec['rollback']).partition('@')[0]} at once, no canary"
+    if live and not revision.same(canary_entry, new):
         return f"retarget mid-rollout: {canary} goes back to 0%, {target} starts from step 1"
     if head.spec.get("abort") and not (base and base.spec.get("abort")):
         return f"abort: {canary or target} rolls back to {stable}"
+    if _requested(base, head, "promote"):
+        return f"emergency promote --full: {canary or target} goes to 100% now, remaining steps and analysis skipped"
     if head.spec.get("paused") and not (base and base.spec.get("paused")):
         return "pause the rollout where it is"
-    if target != stable and not live:
+    if not revision.same(new, stable_entry) and not live:
         return f"start a {head.strategy_kind} rollout {stable} -> {target}"
     if base is not None and base.spec.get("strategy") != head.spec.get("strategy"):
         return "change the rollout schedule" + (" of the running rollout" if live else "")
     if base is not None and str(base.spec.get("approve")) != str(head.spec.get("approve")) and head.spec.get("approve"):
         return f"approve {head.spec['approve']}"
     return "update the spec (no new rollout)"
+
+
+def _requested(base: Release | None, head: Release, key: str) -> bool:
+    """Does this change set ``spec.<key>`` (an emergency request) anew?"""
+    return bool(head.spec.get(key)) and str(head.spec.get(key)) != str((base.spec if base else {}).get(key))
+
+
+def _why(base: Release | None, head: Release) -> tuple[str | None, list[str]]:
+    """The new revision's name and why it differs from what runs, when this change starts one."""
+    new = revision.target(head)
+    stable = head.status.get("stable")
+    live = head.status.get("phase") in LIVE_PHASES
+    if not stable or not stable.get("version") or revision.same(new, stable) and not live:
+        return None, []
+    if live and revision.same(new, head.status.get("canary")):
+        return None, []
+    if base is not None:
+        was = {"image": base.target.get("image"), **revision.snapshot(base)}
+    else:
+        was = {"image": stable.get("image"), **((head.status.get("snapshots") or {}).get(revision.name_of(stable)) or {})}
+    return new["revision"], revision.reasons(was, head) or ["content changed"]
+
+
+def _emergency(base: Release | None, head: Release) -> list[str]:
+    out = []
+    if _requested(base, head, "promote"):
+        out.append(f"promote --full {head.spec['promote']}: 100% now, remaining steps, gates and analysis skipped")
+    if _requested(base, head, "rollback"):
+        name = str(head.spec["rollback"]).partition("@")[0]
+        window = [revision.name_of(p) for p in head.status.get("previous") or ()]
+        out.append(f"rollback --to {name}: served at 100% at once, no canary" if name in window else
+                   f"rollback --to {name}: NOT in the rollback window ({', '.join(window) or 'empty'}): ignored")
+    return out
 
 
 def _render_text(rel: Release | None, settings) -> list[str]:
@@ -136,28 +185,57 @@ def plan_release(base: Release | None, head: Release | None, base_settings, head
     sched = schedule(head)
     plan = ReleasePlan(head.key, path, "added" if base is None else "modified", _what_happens(base, head),
                        strategy=head.strategy_kind)
+    plan.revision, plan.reasons = _why(base, head)
+    plan.emergency = _emergency(base, head)
     plan.schedule = [{"step": i, "weight": w, "at": format_duration(t), "atSeconds": t}
                      for i, (w, t) in enumerate(sched, 1)] if head.is_mesh else []
     plan.healthy_seconds = sched[-1][1] if head.is_mesh else None
     plan.rollback_seconds = max_failed(head) * interval(head, 1) if head.is_mesh else None
-    gates = (head.spec.get("gates") or {}).get("steps") or []
-    plan.gates = [f"step {g}: an approver commits spec.approve ({head.target['version']}@{g})" for g in gates]
+    name = plan.revision or revision.target(head)["revision"]
+    plan.gates = [f"step {g}: an approver runs `sluice approve {head.key} --step {g}` (spec.approve: {name}@{g})"
+                  for g in step_gates(head)]
     if manual_promotion(head):
-        plan.gates.append(f"promotion: an approver runs `sluice approve {head.key}` (spec.approve: {head.target['version']})")
+        plan.gates.append(f"promotion: an approver runs `sluice approve {head.key} --promotion` "
+                          f"(spec.approve: {name}@promotion)")
     plan.warnings = _warnings(head)
+    stable = head.status.get("stable") or {}
+    if base is not None and stable.get("version") and not stable.get("hash") \
+            and revision.content_hash(base) != revision.content_hash(head) and revision.same(revision.target(head), stable):
+        plan.warnings.append("status.stable was recorded before revisions: this template/config change is adopted "
+                             "in place (pods restart at once, no canary); change it in a later commit instead")
     plan.diff = "".join(difflib.unified_diff(_render_text(base, base_settings), _render_text(head, head_settings),
                                              f"base/{path}", f"head/{path}"))
     return plan
 
 
-def build_plan(base: RepoLoad, head: RepoLoad, changed: set[str]) -> Plan:
-    """Plan every release whose file is in ``changed`` (paths that differ between base and head)."""
+def _skip_analysis_lint(rel: Release, files: Mapping[str, bytes] | None) -> list[Problem]:
+    """``skipAnalysis`` is a hotfix path: refused on a normal change (``--allow-skip-analysis`` lets a hotfix through)."""
+    message = ("spec.skipAnalysis: true skips every metric check: refused on a normal change "
+               "(a hotfix branch runs `sluice plan --allow-skip-analysis`)")
+    return locate(rel.path, (files or {}).get(rel.path, b""), [(("spec", "skipAnalysis"), message)], rel.key)
+
+
+def _release_path(path: str, paths: set[str]) -> str:
+    """A changed config file ``releases/<ns>/<name>/<file>`` stands for its release's file."""
+    if is_config_path(path, paths):
+        stem = "/".join(path.split("/")[:3])
+        return f"{stem}.yaml" if f"{stem}.yaml" in paths else f"{stem}.yml"
+    return path
+
+
+def build_plan(base: RepoLoad, head: RepoLoad, changed: set[str], *, allow_skip_analysis: bool = False,
+               files: Mapping[str, bytes] | None = None) -> Plan:
+    """Plan every release whose file is in ``changed`` (paths that differ between base and head;
+    a changed config file counts for its release). ``files``: head's files, to locate lints."""
     b, h = {r.path: r for r in base.releases}, {r.path: r for r in head.releases}
+    known = set(b) | set(h) | set(head.invalid) | changed
     out = []
     settings_changed = "sluice.yaml" in changed
-    for path in sorted(p for p in changed if p.startswith("releases/")):
+    for path in sorted({_release_path(p, known) for p in changed if p.startswith("releases/")}):
+        lints = [] if allow_skip_analysis or path not in h or not h[path].spec.get("skipAnalysis") \
+            else _skip_analysis_lint(h[path], files)
         out.append(plan_release(b.get(path), h.get(path), base.settings, head.settings,
-                                head.invalid.get(path, []), path))
+                                head.invalid.get(path, []) + lints, path))
     if settings_changed:
         bad = [p for p in head.problems if p.file == "sluice.yaml"]
         if bad:
@@ -185,6 +263,10 @@ def markdown(plan: Plan) -> str:
         lines += ["", f"<details><summary><code>{r.release}</code>: {r.summary}</summary>", ""]
         for p in r.problems:
             lines.append(f"- ❌ `{p}`")
+        if r.revision:
+            lines.append(f"- new revision `{r.revision}`: " + "; ".join(r.reasons))
+        for e in r.emergency:
+            lines.append(f"- 🚨 emergency: {e}")
         if r.schedule:
             lines.append("Schedule when healthy: " + ", ".join(f"{s['weight']}% at {s['at']}" for s in r.schedule))
         for g in r.gates:
@@ -205,6 +287,10 @@ def text(plan: Plan) -> str:
         out.append(f"{r.release} ({r.change}): {r.summary}")
         for p in r.problems:
             out.append(f"  error: {p}")
+        if r.revision:
+            out.append(f"  new revision: {r.revision} ({'; '.join(r.reasons)})")
+        for e in r.emergency:
+            out.append(f"  emergency: {e}")
         if r.strategy:
             out.append(f"  strategy: {r.strategy}")
         if r.schedule:

@@ -58,6 +58,11 @@ def _message(err: ValidationError) -> tuple[tuple[Any, ...], str, bool]:
             return path + (extra[0],), f"unknown field {extra[0]!r} in {where}", True
     if err.validator == "required":
         return path, f"{where}: {err.message}", False
+    if err.validator == "anyOf" and err.context:
+        # a value of the right type in one branch: say what is wrong there, not "no branch fits"
+        fitting = [e for e in err.context if e.validator != "type"]
+        if fitting:
+            return _message(fitting[0])
     if err.validator in ("minProperties", "maxProperties") and err.validator_value == 1 and "maxProperties" in err.schema:
         return path, f"{where}: set exactly one of " + ", ".join(sorted(err.schema.get("properties", {}))), False
     return path, f"{where}: {err.message}", False

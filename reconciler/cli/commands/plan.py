@@ -28,7 +28,9 @@ from reconciler.core.plan import build_plan, markdown, text
 @click.option("--base", required=True, help="The commit the change starts from (e.g. origin/main).")
 @click.option("--head", default="HEAD", show_default=True, help="The commit with the change.")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
-def command(repo: str, base: str, head: str, fmt: str) -> int:
+@click.option("--allow-skip-analysis", is_flag=True,
+              help="A hotfix branch: let spec.skipAnalysis through (refused otherwise).")
+def command(repo: str, base: str, head: str, fmt: str, allow_skip_analysis: bool) -> int:
     """Show what a change to the config repo will do, for review."""
     git = GitRepo.open_local(repo)
     try:
@@ -42,8 +44,10 @@ def command(repo: str, base: str, head: str, fmt: str) -> int:
     if "sluice.yaml" in changed:   # repo-wide settings touch every release
         changed |= {p for p in head_ids if p.startswith("releases/")}
     cache = LoadCache()   # files the change did not touch are parsed once, not twice
+    head_files = git.read_files(head_sha, prefixes)
     plan = build_plan(load_files(git.read_files(base_sha, prefixes), cache=cache, blobs=base_ids),
-                      load_files(git.read_files(head_sha, prefixes), cache=cache, blobs=head_ids), changed)
+                      load_files(head_files, cache=cache, blobs=head_ids), changed,
+                      allow_skip_analysis=allow_skip_analysis, files=head_files)
     if fmt == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     elif fmt == "markdown":
