@@ -3,7 +3,10 @@
 - ``Runner``: one worker thread runs passes; triggers only ``kick`` it. Kicks
   during a pass set one "dirty" flag, so a burst coalesces into at most one
   more pass, and two passes never run at once. The next pass also comes by
-  itself after the poll interval, or sooner when a rollout step is due.
+  itself after the poll interval, or sooner when a release asked for it (the
+  earliest ``next_pass_in`` of the pass: a check due, a deadline, the end of a
+  scale-down delay). A pass that raises is logged and retried after a
+  backoff; the thread never dies of it.
 - ``Server``: one HTTP listener for ``/healthz`` (alive), ``/readyz`` (first
   sync done, last good pass not stale), ``/metrics`` (prometheus_client, on
   our own registry) and ``POST /webhook`` (GitHub, GitLab or generic push
@@ -31,8 +34,9 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from reconciler.core.model import PHASES
+
 log = logging.getLogger("sluice.runtime")
-PHASES = ("Idle", "Progressing", "Paused", "WaitingApproval", "Promoted", "RolledBack", "Aborted", "Failed", "Invalid")
 
 
 class Metrics:
@@ -52,7 +56,9 @@ class Metrics:
         self.api_errors = Counter("sluice_api_errors_total", "Kubernetes API failures", registry=r)
         self.push_retries = Counter("sluice_push_retries_total", "pushes retried after a rejection", registry=r)
         self.drift = Counter("sluice_drift_repaired_total", "objects put back after drift", registry=r)
-        self.invalid = Gauge("sluice_invalid_releases", "releases refused as invalid", registry=r)
+        self.invalid = Gauge("sluice_invalid_releases", "releases held: invalid spec or untrusted status", registry=r)
+        self.release_errors = Counter("sluice_release_errors_total", "a release's step of a pass that failed",
+                                      ["release", "phase"], registry=r)
         self.webhooks = Counter("sluice_webhook_requests_total", "webhook requests by result", ["result"], registry=r)
         self.leader = Gauge("sluice_leader", "1 while this replica leads", registry=r)
         self.refused = Counter("sluice_signature_refusals_total", "passes refused: tip not signed by a trusted key",
@@ -71,6 +77,8 @@ class Metrics:
             self.drift.inc(len(report.applied.drifted))
             if report.applied.errors:
                 self.api_errors.inc(len(report.applied.errors))
+        for key, message in report.release_errors.items():
+            self.release_errors.labels(key, message.split(" ", 1)[0]).inc()
         for key, out in report.outcomes.items():
             self.weight.labels(key).set(out.weight)
             self.step.labels(key).set(out.step)
@@ -86,15 +94,24 @@ class Runner:
     """Runs ``pass_fn`` on one thread; ``kick`` asks for a pass soon."""
 
     def __init__(self, pass_fn: Callable[[], float | None], *, poll_interval: float = 30.0,
-                 min_gap: float = 0.0):
+                 min_gap: float = 0.0, max_backoff: float | None = None):
         self.pass_fn, self.poll_interval, self.min_gap = pass_fn, poll_interval, min_gap
+        self.max_backoff = max_backoff if max_backoff is not None else poll_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._done = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name="sluice-runner", daemon=True)
         self.passes = 0
+        self.crashes = 0              # passes that raised; the loop goes on after a backoff
+        self.last_crash: str | None = None
         self.running = False
         self.last_ok: float | None = None
         self.first_sync_ok = False
+
+    @property
+    def pending(self) -> bool:
+        """A kick arrived that no pass has started on yet."""
+        return self._wake.is_set()
 
     def kick(self, reason: str = "") -> None:
         log.debug("kick reason=%s", reason or "-")
@@ -109,15 +126,31 @@ class Runner:
         self._wake.set()
         self.thread.join(timeout)
 
+    def wait_passes(self, n: int, timeout: float) -> bool:
+        """Block until ``n`` passes (ok or crashed) have ended; False on timeout. For tests and tools."""
+        with self._done:
+            return self._done.wait_for(lambda: self.passes + self.crashes >= n, timeout)
+
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             self._wake.clear()
             self.running = True
             try:
                 hint = self.pass_fn()
-                self.passes += 1
+                failures = 0
+                ended = "passes"
+            except Exception as exc:   # noqa: BLE001 - the loop must outlive any bug in a pass
+                failures += 1
+                self.last_crash = f"{type(exc).__name__}: {exc}"
+                log.exception("pass crashed (%d in a row); next try after a backoff", failures)
+                hint = min(self.max_backoff, max(1.0, self.min_gap) * 2 ** min(failures, 10))
+                ended = "crashes"
             finally:
                 self.running = False
+            with self._done:
+                setattr(self, ended, getattr(self, ended) + 1)
+                self._done.notify_all()
             wait = self.poll_interval if hint is None else max(self.min_gap, min(self.poll_interval, hint))
             self._wake.wait(wait)
 
@@ -200,8 +233,8 @@ class Server:
 
             def do_GET(self):
                 if self.path == "/healthz":
-                    alive = server.runner.thread.is_alive()
-                    self._send(200 if alive else 503, b"ok\n" if alive else b"runner stopped\n")
+                    ok, why = server.healthy()
+                    self._send(200 if ok else 503, (why + "\n").encode())
                 elif self.path == "/readyz":
                     ok, why = server.ready()
                     self._send(200 if ok else 503, (why + "\n").encode())
@@ -226,11 +259,19 @@ class Server:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="sluice-http", daemon=True)
 
+    def healthy(self) -> tuple[bool, str]:
+        """Alive: the runner thread runs. A pass that crashes is retried, not a reason
+        to restart the pod; /readyz and the metrics say when passes keep failing."""
+        if not self.runner.thread.is_alive():
+            return False, "runner stopped"
+        return True, "ok"
+
     def ready(self) -> tuple[bool, str]:
+        crash = f" (last crash: {self.runner.last_crash})" if self.runner.last_crash else ""
         if not self.runner.first_sync_ok:
-            return False, "first sync not done"
+            return False, "first sync not done" + crash
         if self.runner.last_ok is None or time.monotonic() - self.runner.last_ok > self.stale_after:
-            return False, "last successful pass is stale"
+            return False, "last successful pass is stale" + crash
         return True, "ok"
 
     def handle_webhook(self, req: BaseHTTPRequestHandler) -> tuple[int, str]:

@@ -67,6 +67,9 @@ def prom_url():
     # 400 ms p99: under a 500 ms bound, but 2x stable's 200 ms
     h.traffic("regress-v2", T0, end, rps=5, error_ratio=0.0, p99_ms=400)
     h.traffic("regress-v1", T0, end, rps=50, error_ratio=0.0, p99_ms=200)
+    # a healthy canary whose last step is 100%: stable serves until that step, then nothing
+    h.traffic("full-v2", T0, end, rps=5, error_ratio=0.0, p99_ms=200)
+    h.traffic("full-v1", T0, T0 + 300 + 120, rps=50, error_ratio=0.0, p99_ms=200)
     with promsupport.start(h) as url:
         yield url
 
@@ -159,3 +162,14 @@ def test_templates_and_escaping():
     assert checks[1].query == 'y{r="we\\"ird"}'
     with pytest.raises(analysis.TemplateError, match="unknown variable"):
         analysis.render_query("{{ nope }}", {"namespace": "x"})
+
+
+def test_compare_to_stable_at_a_last_step_of_100_percent_uses_stables_last_window(prom_url):
+    """At 100% stable has no traffic: its window before the last step is the
+    comparison, so a healthy release promotes instead of being rolled back."""
+    doc = named(rel_doc([{"name": "request-duration", "max": 500, "compareToStable": {"maxIncreasePercent": 50}}]),
+                "full")
+    doc["spec"]["strategy"]["canary"] = {"steps": [50, 100], "interval": "1m", "maxFailedChecks": 1}
+    rel, events = walk(prom_url, doc)
+    assert [e.action for _, e in events] == ["start", "advance", "advance", "promote"], events
+    assert events[-1][1].evidence[0]["stable"] == pytest.approx(events[-1][1].evidence[0]["value"], rel=0.5)

@@ -12,6 +12,11 @@ Custom metrics are PromQL templates, per release (``query``) or repo-wide
 namespace, release, service, canary_version, stable_version, workload,
 interval. Values are escaped for PromQL label strings.
 
+compareToStable when stable has no traffic (a last canary step of 100%):
+stable's value is read from its window that ended when that step began
+(``status.stableServedUntil``, kept through a pause), the last moment it served; the comparison is never skipped and never judged on
+an empty stable.
+
 Outcomes: ``ok``; ``failed`` (outside min/max, or worse than stable by more
 than compareToStable allows); ``nodata`` (empty result, NaN, +-Inf);
 ``error`` (provider unreachable, query failed). ``verdict`` turns a check's
@@ -57,6 +62,7 @@ class MetricCheck:
     max_increase_percent: float | None = None
     lower_is_worse: bool = False
     window: float = 60.0
+    stable_at: str | None = None     # query stable at this time, not now (stable has no traffic now)
 
 
 def _escape(value: str) -> str:
@@ -94,14 +100,25 @@ def plan_checks(rel: Release, settings: Mapping[str, Any], *, canary_version: st
                 "interval": _prom_duration(window)}
         canary_q = render_query(query, {**base, "workload": f"{rel.name}-{canary_version}"})
         compare = metric.get("compareToStable") or {}
+        stable_at = _stable_window_end(rel) if compare else None
         stable_q = render_query(query, {**base, "workload": f"{rel.name}-{stable_version}"}) if compare else None
         lo = metric.get("min", tmpl.get("min"))
         hi = metric.get("max", tmpl.get("max"))
         out.append(MetricCheck(
             name=name, query=canary_q, stable_query=stable_q, min=lo, max=hi,
             max_increase=compare.get("maxIncrease"), max_increase_percent=compare.get("maxIncreasePercent"),
-            lower_is_worse=name in LOWER_IS_WORSE or (lo is not None and hi is None), window=window))
+            lower_is_worse=name in LOWER_IS_WORSE or (lo is not None and hi is None), window=window,
+            stable_at=stable_at))
     return out
+
+
+def _stable_window_end(rel: Release) -> str | None:
+    """When stable carries no traffic now (a final canary step of 100%), compare
+    with stable's window just before this step began, when it still served:
+    the step's ``stepStartedAt``. None: stable serves now, query it now."""
+    if int(rel.status.get("weight", 0)) < 100:
+        return None
+    return rel.status.get("stableServedUntil") or rel.status.get("stepStartedAt")
 
 
 def _bad(value: float | None) -> bool:

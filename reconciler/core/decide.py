@@ -18,17 +18,19 @@ state machine and timing formulas are in docs/rollout.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from reconciler.core.durations import format_duration, parse_duration
+from reconciler.core.trusted import parse_time
 from reconciler.core.model import (
     DEFAULT_INTERVAL, DEFAULT_MAX_FAILED_CHECKS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_SCALE_DOWN_DELAY,
-    Event, MetricResult, Readiness, Release, canary_steps,
+    DOWN_PHASES, LIVE_PHASES, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
 )
+from reconciler.core import revision
 
-LIVE = ("Progressing", "Paused", "WaitingApproval")
+LIVE = LIVE_PHASES
 NOT_READY_RECHECK = 5.0   # seconds between readiness looks while a version starts
 
 
@@ -36,7 +38,9 @@ NOT_READY_RECHECK = 5.0   # seconds between readiness looks while a version star
 class Observations:
     readiness: Mapping[str, Readiness]          # version -> readiness of its Deployment
     analysis: tuple[MetricResult, ...] | None = None   # a check run this pass
-    verdict: str | None = None                  # pass | fail | hold for that check
+    verdict: str | None = None                  # pass | fail | hold for that check (analysis.verdict)
+    running: tuple[Mapping[str, Any], ...] | None = None   # what runs (observed.running); None: unknown
+    rollback: Mapping[str, Any] | None = None  # a rollback applied whose commit has not landed
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,6 @@ def iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 # --- the shape of a rollout --------------------------------------------------
@@ -76,11 +71,28 @@ def _strategy_setting(rel: Release, key: str, default: Any) -> Any:
 
 
 def interval(rel: Release, step: int | None = None) -> float:
-    """Seconds a stage lasts before it is judged."""
-    strat = rel.strategy
+    """Seconds a stage lasts before it is judged (and between re-checks): the
+    step's own ``pause`` when a canary step has one, else ``interval``."""
+    strat, index = rel.strategy, step
     if rel.strategy_kind == "mirror" and step is not None and step > int(strat.get("iterations", 5)):
-        strat = strat.get("canary") or strat
+        strat, index = strat.get("canary") or strat, step - int(strat.get("iterations", 5))
+    if strat.get("steps") and index is not None and rel.strategy_kind in ("canary", "mirror"):
+        specs = canary_step_specs(strat)
+        if 1 <= index <= len(specs) and specs[index - 1].get("pause") is not None:
+            return parse_duration(specs[index - 1]["pause"])
     return parse_duration(strat.get("interval", DEFAULT_INTERVAL))
+
+
+def step_gates(rel: Release) -> list[int]:
+    """1-based stages that wait for an approval before they start: ``gates.steps``
+    and canary steps written ``{weight: N, approval: true}``."""
+    gates = set((rel.spec.get("gates") or {}).get("steps") or [])
+    strat, offset = rel.strategy, 0
+    if rel.strategy_kind == "mirror":
+        strat, offset = rel.strategy.get("canary") or {}, int(rel.strategy.get("iterations", 5))
+    if rel.strategy_kind in ("canary", "mirror"):
+        gates |= {offset + i for i, s in enumerate(canary_step_specs(strat), 1) if s.get("approval")}
+    return sorted(gates)
 
 
 def max_failed(rel: Release) -> int:
@@ -112,7 +124,11 @@ def approved(rel: Release, version: str, gate: str) -> bool:
     """Does ``spec.approve`` approve ``gate`` (``promotion`` or ``step-N``) of ``version``?"""
     value = str(rel.spec.get("approve") or "")
     ver, _, upto = value.partition("@")
-    if ver != version:
+    canary = rel.status.get("canary") or {}
+    # the revision name approves; the version only where it alone names the revision, so an
+    # approval left from an earlier rollout of the same version never approves new content
+    names = revision.approval_names(canary) if canary.get("version") == version else {version}
+    if ver not in names:
         return False
     if not upto or upto == "promotion":
         return True
@@ -131,7 +147,8 @@ def schedule(rel: Release) -> list[tuple[int, float]]:
 
 # --- helpers building statuses and events ------------------------------------
 def _ver(d: Mapping[str, Any] | None) -> dict[str, str] | None:
-    return {"version": d["version"], "image": d.get("image", "")} if d and d.get("version") else None
+    """A status entry's identity: version, image, and revision + hash when recorded."""
+    return revision.entry(d)
 
 
 def _evidence(obs: Observations) -> tuple[dict[str, Any], ...]:
@@ -139,14 +156,12 @@ def _evidence(obs: Observations) -> tuple[dict[str, Any], ...]:
 
 
 def _verdict(obs: Observations) -> str | None:
-    if obs.verdict:
-        return obs.verdict
+    """The check's verdict, as analysis.verdict judged it (one place decides pass/fail/hold)."""
     if obs.analysis is None:
         return None
-    if all(r.ok for r in obs.analysis):
-        return "pass"
-    return "hold" if any(r.outcome == "error" for r in obs.analysis) and \
-        not any(r.outcome in ("failed", "nodata") for r in obs.analysis) else "fail"
+    if obs.verdict not in ("pass", "fail", "hold"):
+        raise ValueError("Observations with analysis need the verdict of analysis.verdict")
+    return obs.verdict
 
 
 def _failure_words(obs: Observations) -> str:
@@ -160,7 +175,10 @@ class _Ctx:
     def __init__(self, rel: Release, obs: Observations, now: datetime):
         self.rel, self.obs, self.now = rel, obs, now
         self.st: dict[str, Any] = dict(rel.status)
-        self.target = {"version": rel.target["version"], "image": rel.target["image"]}
+        self.target = revision.target(rel)
+        if rel.spec.get("skipAnalysis") and analysis_due(rel, now):
+            # a hotfix: each stage passes when its time is up, with no metrics asked
+            self.obs = replace(obs, analysis=(), verdict="pass")
 
     def event(self, action: str, summary: str, status: Mapping[str, Any], *, reason: str = "",
               evidence: bool = False, prev: int | None = None) -> Event:
@@ -169,32 +187,36 @@ class _Ctx:
         return Event(
             release=self.rel.key, action=action, summary=summary, weight=status.get("weight"),
             previous_weight=prev if prev is not None else self.st.get("weight"),
-            step=status.get("step") if n else None, steps=n or None, version=canary["version"],
-            stable=(_ver(status.get("stable")) or {}).get("version"), phase=status.get("phase"),
+            step=status.get("step") if n else None, steps=n or None, version=revision.display(canary),
+            stable=revision.display(_ver(status.get("stable"))) if status.get("stable") else None,
+            phase=status.get("phase"),
             reason=reason, evidence=_evidence(self.obs) if evidence else ())
 
 
 def _start(c: _Ctx, action: str = "start", note: str = "") -> Decision:
     stable = _ver(c.st.get("stable"))
-    status = {"phase": "Progressing", "message": f"starting {c.target['version']}",
+    stable = revision.entry(c.st.get("stable"))
+    new = revision.display(c.target)
+    status = {"phase": "Progressing", "message": f"starting {new}",
               "stable": stable, "canary": dict(c.target), "weight": 0, "step": 0, "failedChecks": 0,
               "startedAt": iso(c.now), "stepStartedAt": iso(c.now)}
-    if c.st.get("rolledBack"):
-        status["rolledBack"] = c.st["rolledBack"]
-    if c.st.get("retiring"):
-        status["retiring"] = c.st["retiring"]
+    for key in ("rolledBack", "retiring", "previous", "snapshots"):
+        if c.st.get(key):
+            status[key] = c.st[key]
     n = len(stages(c.rel))
     kind = c.rel.strategy_kind
-    what = f"{kind} {stable['version']} -> {c.target['version']}" + (f" ({n} steps)" if n else "")
+    was = (c.st.get("snapshots") or {}).get(revision.name_of(stable))
+    why = "; ".join(filter(None, [note] + (revision.reasons(stable, c.rel, was) if action == "start" else [])))
+    what = f"{kind} {revision.display(stable)} -> {new}" + (f" ({n} steps)" if n else "")
     summary = f"{action} {what}" + (f": {note}" if note else "")
-    return Decision(status, c.event(action, summary, status, reason=note, prev=0), notify="started",
+    return Decision(status, c.event(action, summary, status, reason=why, prev=0), notify="started",
                     next_check_in=NOT_READY_RECHECK)
 
 
 def _promote(c: _Ctx, reason: str = "") -> Decision:
-    canary = _ver(c.st["canary"])
-    old = _ver(c.st.get("stable"))
-    status = {"phase": "Promoted", "message": f"{canary['version']} promoted",
+    canary = _stable_entry(c, c.st["canary"])
+    old = revision.entry(c.st.get("stable"))
+    status = {"phase": "Promoted", "message": f"{revision.display(canary)} promoted",
               "stable": canary, "weight": 100, "step": 0, "failedChecks": c.st.get("failedChecks", 0),
               "startedAt": c.st.get("startedAt"), "stepStartedAt": iso(c.now)}
     if c.st.get("lastAnalysis"):
@@ -202,13 +224,101 @@ def _promote(c: _Ctx, reason: str = "") -> Decision:
     if c.obs.analysis is not None:
         status["lastAnalysis"] = {"at": iso(c.now), "results": list(_evidence(c.obs))}
     delay = parse_duration(c.rel.spec.get("scaleDownDelay", DEFAULT_SCALE_DOWN_DELAY))
-    if old and old["version"] != canary["version"] and c.rel.is_mesh:
+    if old and revision.name_of(old) != revision.name_of(canary) and c.rel.is_mesh:
         status["retiring"] = {**old, "until": iso(c.now + timedelta(seconds=delay))}
+    status["previous"] = _window(c, old) or None
     status = {k: v for k, v in status.items() if v is not None}
     prev = c.st.get("weight", 0)
-    summary = f"promote {canary['version']} {prev}% -> 100%"
+    summary = f"promote {revision.display(canary)} {prev}% -> 100%" + (" (full: remaining steps skipped)"
+                                                                     if reason.startswith("promote --full") else "")
     return Decision(status, c.event("promote", summary, status, reason=reason, evidence=c.obs.analysis is not None,
                                     prev=prev), notify="promoted", next_check_in=delay if "retiring" in status else None)
+
+
+DEFAULT_ROLLBACK_WINDOW = 3
+
+
+def _stable_entry(c: _Ctx, e: Mapping[str, Any]) -> dict[str, Any]:
+    """``e`` as it becomes stable: named and hashed (``decide`` records the snapshot of
+    what it runs in ``status.snapshots``, so it keeps rendering as it ran)."""
+    out = revision.entry(e) or {}
+    if revision.same(e, c.target):
+        out.update({"revision": c.target["revision"] if e.get("hash") else revision.name_of(e),
+                    "hash": c.target["hash"]})
+    return out
+
+
+def _window(c: _Ctx, old: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """``status.previous``: the last ``spec.rollbackWindow`` stable revisions, newest first."""
+    n = int(c.rel.spec.get("rollbackWindow", DEFAULT_ROLLBACK_WINDOW))
+    prev = list(c.st.get("previous") or [])
+    if not old or not old.get("hash"):
+        return prev[:n]   # an entry from before revisions cannot be returned to safely
+    return revision.remember(prev, old, iso(c.now), n)
+
+
+def _adopt(c: _Ctx) -> Decision:
+    """A stable entry written before revisions: record its name, hash and snapshot.
+    Its Deployment ``<name>-<version>`` keeps its name and pod template: no restart."""
+    stable = _stable_entry(c, c.st["stable"])
+    status = {**c.st, "stable": stable}
+    name = revision.name_of(stable)
+    return Decision(status, c.event("adopt", f"adopt {revision.display(stable)} as revision {name}", status,
+                                    prev=c.st.get("weight", 100),
+                                    reason=f"status recorded before revisions; hash {stable['hash']}"))
+
+
+def _full_promote(c: _Ctx) -> Decision | None:
+    """``spec.promote: <revision>`` (``sluice promote --full``): 100% now, remaining steps,
+    gates and analysis skipped; never before the new revision is ready."""
+    want = str(c.rel.spec.get("promote") or "")
+    canary = c.st["canary"]
+    if not want or want not in revision.approval_names(canary):
+        return None
+    ready = c.obs.readiness.get(revision.name_of(canary))
+    if ready is None or not ready.ready:
+        return None   # readiness still gates it: the usual path holds and reports
+    return _promote(c, reason=f"promote --full by spec.promote: {want}")
+
+
+def _rollback_to(c: _Ctx) -> Decision | None:
+    """``spec.rollback: <revision>@<n>`` (``sluice rollback --to``): serve that revision of
+    the rollback window (``status.previous``, with its snapshot) at 100% at once, no canary:
+    it already ran at 100%. What was running or rolling out is recorded as rolled back, so
+    it does not start again before a retry or a new target. Each request acts once
+    (``status.rollbackDone``). Applied before its commit lands (invariant 1's exception)."""
+    want = str(c.rel.spec.get("rollback") or "")
+    if not want or want == str(c.st.get("rollbackDone") or ""):
+        return None
+    name = want.partition("@")[0]
+    back = next((dict(p) for p in c.st.get("previous") or () if revision.name_of(p) == name), None)
+    if back is None or name not in (c.st.get("snapshots") or {}) or revision.name_of(c.st.get("stable")) == name:
+        return None   # not a revision Sluice can return to as it ran: the usual flow goes on
+    old = revision.entry(c.st.get("stable"))
+    live = c.st.get("phase") in LIVE and c.st.get("canary")
+    new = {**revision.entry(back), "revision": name}
+    down = revision.entry(c.st["canary"]) if live else (None if revision.same(c.target, back) else c.target)
+    status: dict[str, Any] = {"phase": "Promoted", "message": f"rolled back to {revision.display(new)} by spec.rollback",
+                              "stable": new, "weight": 100, "step": 0, "failedChecks": 0,
+                              "startedAt": iso(c.now), "stepStartedAt": iso(c.now), "rollbackDone": want}
+    delay = parse_duration(c.rel.spec.get("scaleDownDelay", DEFAULT_SCALE_DOWN_DELAY))
+    if old and c.rel.is_mesh:
+        status["retiring"] = {**old, "until": iso(c.now + timedelta(seconds=delay))}
+    if down:
+        status["rolledBack"] = {**down, "retry": int(c.rel.spec.get("retry", 0)),
+                                "reason": f"rollback --to {name}", "at": iso(c.now)}
+    rest = [p for p in c.st.get("previous") or () if revision.name_of(p) != name]
+    n = int(c.rel.spec.get("rollbackWindow", DEFAULT_ROLLBACK_WINDOW))
+    status["previous"] = (revision.remember(rest, old, iso(c.now), n) if old and old.get("hash") else rest[:n]) or None
+    status["snapshots"] = c.st.get("snapshots")
+    status = {k: v for k, v in status.items() if v is not None}
+    gone = revision.display(c.st["canary"] if live else old)
+    prev = int(c.st.get("weight", 0)) if live else 100
+    summary = f"rollback {gone} -> {revision.display(new)}: {revision.display(new)} 100% now (spec.rollback)"
+    event = Event(release=c.rel.key, action="rollback", summary=summary, weight=100, previous_weight=100 - prev,
+                  version=revision.display(new), stable=revision.display(new), phase="Promoted",
+                  reason=f"rollback --to {name} ({want}): a revision of the rollback window, no canary")
+    return Decision(status, event, urgent=True, notify="rolledBack", next_check_in=delay)
 
 
 def _rollback(c: _Ctx, phase: str, reason: str, *, evidence: bool = True) -> Decision:
@@ -222,12 +332,28 @@ def _rollback(c: _Ctx, phase: str, reason: str, *, evidence: bool = True) -> Dec
         status["lastAnalysis"] = {"at": iso(c.now), "results": list(_evidence(c.obs))}
     elif c.st.get("lastAnalysis"):
         status["lastAnalysis"] = c.st["lastAnalysis"]
+    if c.st.get("previous"):
+        status["previous"] = c.st["previous"]   # the rollback window outlives a rollback
     status = {k: v for k, v in status.items() if v is not None}
     action = {"Aborted": "abort", "Failed": "rollback"}.get(phase, "rollback")
-    summary = f"{action} {canary['version']} {prev}% -> 0%: {reason}"
+    summary = f"{action} {revision.display(canary)} {prev}% -> 0%: {reason}"
     return Decision(status, c.event(action, summary, status, reason=reason,
                                     evidence=evidence and c.obs.analysis is not None, prev=prev),
                     urgent=True, notify="rolledBack")
+
+
+def _pending_rollback(c: _Ctx, mark: Mapping[str, Any]) -> Decision:
+    """A rollback applied before its commit landed (a crash, a rejected push): decide it
+    again as it was decided, with its time and evidence, never undoing it."""
+    phase = mark.get("phase") if mark.get("phase") in DOWN_PHASES else "RolledBack"
+    at = mark.get("at") if parse_time(mark.get("at")) else iso(c.now)
+    d = _rollback(c, phase, str(mark.get("reason") or "rolled back"), evidence=False)
+    status = {**d.status, "stepStartedAt": at, "rolledBack": {**d.status["rolledBack"], "at": at}}
+    seen = mark.get("lastAnalysis")
+    if isinstance(seen, Mapping) and isinstance(seen.get("results"), list):
+        status["lastAnalysis"] = dict(seen)
+    evidence = tuple(r for r in (seen or {}).get("results") or () if isinstance(r, Mapping))
+    return replace(d, status=status, event=replace(d.event, evidence=evidence))
 
 
 def _wait_approval(c: _Ctx, gate: str) -> Decision:
@@ -243,8 +369,9 @@ def _wait_approval(c: _Ctx, gate: str) -> Decision:
 def _enter_stage(c: _Ctx, step: int, *, action: str = "advance") -> Decision:
     """Move to ``step`` (1-based), honouring a step gate first."""
     all_stages = stages(c.rel)
-    gates = (c.rel.spec.get("gates") or {}).get("steps") or []
+    gates = step_gates(c.rel)
     canary = c.st["canary"]["version"]
+    shown = revision.display(c.st["canary"])
     if step in gates and not approved(c.rel, canary, f"step-{step}") and c.st.get("phase") != "WaitingApproval":
         return _wait_approval(c, f"step-{step}")
     if step in gates and not approved(c.rel, canary, f"step-{step}"):
@@ -254,13 +381,16 @@ def _enter_stage(c: _Ctx, step: int, *, action: str = "advance") -> Decision:
     status = {**c.st, "phase": "Progressing", "weight": stage.weight, "step": step,
               "stepStartedAt": iso(c.now), "message": f"step {step}/{len(all_stages)}: {stage.label}"}
     status.pop("waitingFor", None)
+    status.pop("stableServedUntil", None)
+    if stage.weight >= 100 and prev < 100:
+        status["stableServedUntil"] = iso(c.now)   # compareToStable reads stable's last window from here
     if c.obs.analysis is not None:
         status["lastAnalysis"] = {"at": iso(c.now), "results": list(_evidence(c.obs))}
     kind = c.rel.strategy_kind
     if stage.weight or kind == "canary":
-        summary = f"{kind} {canary} {prev}% -> {stage.weight}% (step {step}/{len(all_stages)})"
+        summary = f"{kind} {shown} {prev}% -> {stage.weight}% (step {step}/{len(all_stages)})"
     else:
-        summary = f"{kind} {canary} {stage.label}"
+        summary = f"{kind} {shown} {stage.label}"
     return Decision(status, c.event(action, summary, status, evidence=c.obs.analysis is not None, prev=prev),
                     next_check_in=interval(c.rel, step))
 
@@ -274,6 +404,22 @@ def _after_last_stage(c: _Ctx) -> Decision:
     return _promote(c, reason="approved" if manual_promotion(c.rel) else "")
 
 
+def _count_failure(c: _Ctx, step: int, words: str) -> Decision:
+    """One more failed check at ``step``; a rollback when they reach maxFailedChecks."""
+    failed = int(c.st.get("failedChecks", 0)) + 1
+    limit = max_failed(c.rel)
+    c.st["failedChecks"] = failed
+    if failed >= limit:
+        return _rollback(c, "RolledBack", f"{failed}/{limit} failed checks: {words}")
+    status = {**c.st, "lastAnalysis": {"at": iso(c.now), "results": list(_evidence(c.obs))},
+              "message": f"check failed {failed}/{limit}: {words}"}
+    canary = c.st["canary"]["version"]
+    summary = f"{c.rel.strategy_kind} {canary} check failed {failed}/{limit} at {c.st.get('weight', 0)}%" + \
+        (f" (step {step}/{len(stages(c.rel))})" if stages(c.rel) else "")
+    return Decision(status, c.event("check-failed", summary, status, reason=words, evidence=True),
+                    next_check_in=interval(c.rel, step))
+
+
 def _judge(c: _Ctx, step: int) -> Decision:
     """A check at ``step`` came in: advance, count a failure, roll back, or hold."""
     verdict = _verdict(c.obs)
@@ -282,19 +428,7 @@ def _judge(c: _Ctx, step: int) -> Decision:
             return _enter_stage(c, step + 1)
         return _after_last_stage(c)
     if verdict == "fail":
-        failed = int(c.st.get("failedChecks", 0)) + 1
-        limit = max_failed(c.rel)
-        c.st["failedChecks"] = failed
-        words = _failure_words(c.obs) or "check failed"
-        if failed >= limit:
-            return _rollback(c, "RolledBack", f"{failed}/{limit} failed checks: {words}")
-        status = {**c.st, "lastAnalysis": {"at": iso(c.now), "results": list(_evidence(c.obs))},
-                  "message": f"check failed {failed}/{limit}: {words}"}
-        canary = c.st["canary"]["version"]
-        summary = f"{c.rel.strategy_kind} {canary} check failed {failed}/{limit} at {c.st.get('weight', 0)}%" + \
-            (f" (step {step}/{len(stages(c.rel))})" if stages(c.rel) else "")
-        return Decision(status, c.event("check-failed", summary, status, reason=words, evidence=True),
-                        next_check_in=interval(c.rel, step))
+        return _count_failure(c, step, _failure_words(c.obs) or "check failed")
     if verdict == "hold":
         message = "analysis held: metrics provider unavailable, nothing advances"
         if c.st.get("message") == message:
@@ -307,34 +441,96 @@ def _judge(c: _Ctx, step: int) -> Decision:
     return Decision(c.st)
 
 
-def analysis_due(rel: Release, now: datetime) -> bool:
-    """Should the controller run a check for ``rel`` this pass?"""
+CHECKED = ("Progressing", "WaitingApproval")   # phases whose new version takes traffic and is judged
+
+
+def analysis_at(rel: Release) -> datetime | None:
+    """When the next check of ``rel`` is due by its status; None when none is
+    (before the first step, paused, not rolling out). A release waiting for
+    approval is still checked once per interval: its new version serves traffic
+    while it waits, and a failure still rolls it back (the controller keeps the
+    time of that check in memory, so waiting costs one query an interval and no
+    commit)."""
     st = rel.status
     phase, step = st.get("phase"), int(st.get("step", 0))
-    if phase not in ("Progressing", "WaitingApproval") or step < 1 or not st.get("canary"):
-        return False
-    if phase == "WaitingApproval" and not rel.metrics:
-        return False
+    if phase not in CHECKED or step < 1 or not st.get("canary"):
+        return None
     since = [t for t in (parse_time(st.get("stepStartedAt")), parse_time((st.get("lastAnalysis") or {}).get("at"))) if t]
     if not since:
-        return True
-    return now >= max(since) + timedelta(seconds=interval(rel, step))
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return max(since) + timedelta(seconds=interval(rel, step))
+
+
+def analysis_due(rel: Release, now: datetime) -> bool:
+    """Should the controller run a check for ``rel`` this pass?"""
+    due = analysis_at(rel)
+    return due is not None and now >= due
+
+
+def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
+    """Seconds until ``rel`` (with the decided status) wants another look; None:
+    only a change in git (a person) or the poll interval moves it. A moment
+    already past (a check that held, a commit that did not land) is retried
+    after an interval or a readiness recheck, never at once: no busy loop."""
+    after = rel.with_status(decision.status)
+    st = decision.status
+    step = int(st.get("step", 0))
+    hints = []
+    if decision.next_check_in is not None:
+        hints.append(decision.next_check_in if decision.next_check_in > 0 else NOT_READY_RECHECK)
+    due = analysis_at(after)
+    if due is not None:
+        wait = (due - now).total_seconds()
+        hints.append(wait if wait > 0 else interval(after, step))
+    if st.get("phase") == "Progressing" and (step == 0 or st.get("notReadySince")):
+        hints.append(NOT_READY_RECHECK)
+    until = parse_time((st.get("retiring") or {}).get("until"))
+    if until is not None:
+        wait = (until - now).total_seconds()
+        hints.append(wait if wait > 0 else NOT_READY_RECHECK)
+    return min(hints) if hints else None
+
+
+def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
+    """The new version cannot take traffic: hold its weight, count due checks as
+    failed, and roll back once progressDeadline has passed since it stopped being
+    ready (since the rollout started, at step 0)."""
+    deadline = parse_duration(c.rel.spec.get("progressDeadline", DEFAULT_PROGRESS_DEADLINE))
+    weight = c.st.get("weight", 0)
+    since = parse_time(c.st.get("notReadySince")) or (parse_time(c.st.get("stepStartedAt")) if step == 0 else None)
+    if since is not None and c.now - since > timedelta(seconds=deadline):
+        where = "" if step == 0 else f" at {weight}%"
+        return _rollback(c, "Failed", f"{canary} not ready{where} for {format_duration(deadline)} "
+                                      f"(progressDeadline){': ' + ready.message if ready.message else ''}",
+                         evidence=False)
+    if c.obs.analysis is not None and step >= 1 and c.st.get("phase") == "Progressing":
+        words = "; ".join(filter(None, [f"{canary} not ready ({ready.message or ready.state})", _failure_words(c.obs)]))
+        decision = _count_failure(c, step, words)
+        if decision.status.get("phase") == "Progressing":
+            decision.status.setdefault("notReadySince", iso(c.now))
+        return decision
+    if step >= 1 and not c.st.get("notReadySince"):
+        # recorded in git, so a restarted controller measures the deadline from the same moment
+        status = {**c.st, "notReadySince": iso(c.now),
+                  "message": f"{canary} not ready ({ready.message or ready.state}): holding at {weight}%"}
+        return Decision(status, c.event("hold", f"{canary} not ready: hold at {weight}%", status,
+                                        reason=ready.message or ready.state))
+    return Decision(c.st)
 
 
 def _progressing(c: _Ctx) -> Decision:
     canary = c.st["canary"]["version"]
-    ready = c.obs.readiness.get(canary) or Readiness(canary, "missing")
+    ready = c.obs.readiness.get(revision.name_of(c.st["canary"])) or Readiness(canary, "missing")
     step = int(c.st.get("step", 0))
     if ready.state == "failed":
         return _rollback(c, "Failed", f"{canary} never became ready: {ready.message or 'progress deadline exceeded'}",
                          evidence=False)
     if not ready.ready:
-        started = parse_time(c.st.get("stepStartedAt")) or c.now
-        deadline = parse_duration(c.rel.spec.get("progressDeadline", DEFAULT_PROGRESS_DEADLINE))
-        if step == 0 and c.now - started > timedelta(seconds=deadline):
-            return _rollback(c, "Failed", f"{canary} not ready after {format_duration(deadline)} (progressDeadline)",
-                             evidence=False)
-        return Decision(c.st, next_check_in=NOT_READY_RECHECK)
+        return _not_ready(c, canary, step, ready)
+    if c.st.pop("notReadySince", None) and c.obs.analysis is None:
+        # ready again: say so now; with a check due, its decision carries the news
+        status = {**c.st, "message": f"{canary} ready again at {c.st.get('weight', 0)}%"}
+        return Decision(status, c.event("ready", f"{canary} ready again at {c.st.get('weight', 0)}%", status))
     if not c.rel.is_mesh:
         return _promote(c)
     if step == 0:
@@ -353,25 +549,74 @@ def _progressing(c: _Ctx) -> Decision:
     return _judge(c, step)
 
 
-def decide(release: Release, obs: Observations, now: datetime) -> Decision:
-    """The next status of ``release`` and the event to commit, if any."""
+def _without_status(c: _Ctx) -> Decision:
+    """No status (a first deploy, or a status lost to a bad merge): rebuild from what runs.
+
+    Nothing runs: the target is deployed at once, there is nothing to protect.
+    Only the target runs: adopt it as stable. Something else serves: the version
+    with the most traffic other than the target is stable, and the target goes
+    through the strategy from its first step, even if it already had a share.
+    The target found scaled to 0 beside a serving version was rolled back: it
+    stays rolled back until ``spec.retry`` changes. A lost status never promotes."""
+    target = c.target
+    seen = [v for v in c.obs.running or () if v.get("version")]
+    serving = [v for v in seen if v.get("replicas", 1)]
+
+    def is_target(v: Mapping[str, Any]) -> bool:
+        return v["version"] == target.get("revision", target["version"]) and v.get("image", "") == target["image"]
+    others = [_ver(v) for v in serving if not is_target(v)]
+    if not serving:
+        status = {"phase": "Promoted", "message": f"{target['version']} deployed", "stable": _stable_entry(c, target),
+                  "weight": 100, "step": 0, "failedChecks": 0, "stepStartedAt": iso(c.now)}
+        return Decision(status, c.event("deploy", f"deploy {target['version']}", status, prev=0))
+    if not others:
+        status = {"phase": "Promoted", "message": f"{target['version']} adopted from what runs (status was missing)",
+                  "stable": _stable_entry(c, target), "weight": 100, "step": 0, "failedChecks": 0,
+                  "stepStartedAt": iso(c.now)}
+        return Decision(status, c.event("adopt", f"adopt {target['version']} as stable (status was missing)",
+                                        status, prev=100, reason="status was missing; rebuilt from what runs"))
+    current = others[0]
+    if any(is_target(v) and not v.get("replicas", 1) for v in seen):
+        reason = (f"status was missing; {target['version']} runs at 0 replicas beside {current['version']}: "
+                  "it was rolled back (bump spec.retry to try it again)")
+        status = {"phase": "RolledBack", "message": reason, "stable": current, "weight": 0, "step": 0,
+                  "failedChecks": 0, "stepStartedAt": iso(c.now),
+                  "rolledBack": {**_ver(target), "retry": int(c.rel.spec.get("retry", 0)), "reason": reason,
+                                 "at": iso(c.now)}}
+        return Decision(status, c.event("adopt", f"adopt {current['version']} as stable, {target['version']} "
+                                                 "rolled back (status was missing)", status, prev=0, reason=reason))
+    c.st = {"stable": current}
+    if c.rel.is_mesh:
+        c.st["weight"] = 0
+    return _start(c, note=f"status was missing; stable {current['version']} from what runs")
+
+
+def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
+    """The next status of ``release`` and the event to commit, if any (before snapshots)."""
     c = _Ctx(release, obs, now)
     st, spec, target = c.st, release.spec, c.target
     stable = _ver(st.get("stable"))
     phase = st.get("phase")
-    if stable is None:   # first deploy: nothing to compare against, the target is stable at once
-        status = {"phase": "Promoted", "message": f"{target['version']} deployed", "stable": dict(target),
-                  "weight": 100, "step": 0, "failedChecks": 0, "stepStartedAt": iso(now)}
-        return Decision(status, c.event("deploy", f"deploy {target['version']}", status, prev=0))
+    if stable is None:
+        return _without_status(c)
     live = phase in LIVE and st.get("canary")
     if live:
         canary = _ver(st["canary"])
+        back = _rollback_to(c)   # a person's rollback --to: before anything, pending or not
+        if back is not None:
+            return back
+        pending = obs.rollback
+        if pending and pending.get("version") == canary["version"]:
+            return _pending_rollback(c, pending)
         if spec.get("abort"):
             return _rollback(c, "Aborted", "aborted by spec.abort", evidence=False)
-        if canary != target:
-            if target == stable:
+        if not revision.same(canary, target):
+            if revision.same(target, stable):
                 return _rollback(c, "RolledBack", f"target set back to {stable['version']}", evidence=False)
-            return _start(c, "retarget", f"{canary['version']} replaced by {target['version']}")
+            return _start(c, "retarget", f"{revision.display(canary)} replaced by {revision.display(target)}")
+        full = _full_promote(c)
+        if full is not None:
+            return full
         if spec.get("paused"):
             if phase == "Paused":
                 return Decision(st)
@@ -384,17 +629,44 @@ def decide(release: Release, obs: Observations, now: datetime) -> Decision:
             return Decision(status, c.event("resume", f"resume {canary['version']} at {st.get('weight', 0)}%", status))
         return _progressing(c)
     # not rolling out
-    if target != stable:
+    back = _rollback_to(c)
+    if back is not None:
+        return back
+    if not revision.same(target, stable):
         down = st.get("rolledBack") or {}
-        same_try = _ver(down) == target and int(down.get("retry", 0)) == int(spec.get("retry", 0))
+        same_try = revision.same(down, target) and int(down.get("retry", 0)) == int(spec.get("retry", 0))
         if spec.get("abort") or same_try:
-            return Decision(st)
+            return _retire(c) or Decision(st)   # (a rollback --to leaves the old stable retiring)
         return _start(c)
+    if not st["stable"].get("hash"):
+        return _adopt(c)
+    return _retire(c) or Decision(st)
+
+
+def _retire(c: _Ctx) -> Decision | None:
+    """The old revision kept after a promotion: scale it down once ``until`` has passed."""
+    st, now = c.st, c.now
     retiring = st.get("retiring")
     if retiring:
         until = parse_time(retiring.get("until")) or now
         if now >= until:
             status = {k: v for k, v in st.items() if k != "retiring"}
-            return Decision(status, c.event("finalize", f"scale down {retiring.get('version')}", status, prev=100))
+            return Decision(status, c.event("finalize", f"scale down {revision.display(retiring)}", status, prev=100))
         return Decision(st, next_check_in=(until - now).total_seconds())
-    return Decision(st)
+    return None
+
+
+def decide(release: Release, obs: Observations, now: datetime) -> Decision:
+    """The next status of ``release`` and the event to commit, if any.
+
+    Each status it commits records in ``status.snapshots`` what its stable and
+    retiring revisions run (``revision.snapshots``), so an old revision keeps
+    rendering as it ran while the spec describes a new one."""
+    d = _decide(release, obs, now)
+    if d.event is None:
+        return d
+    snaps = revision.snapshots(release, d.status, revision.target(release))
+    status = {k: v for k, v in d.status.items() if k != "snapshots"}
+    if snaps:
+        status["snapshots"] = snaps
+    return replace(d, status=status)

@@ -1,7 +1,8 @@
 """Is a version's Deployment able to take traffic? Read from its status.
 
 Ready only when the controller has seen the latest spec (observedGeneration
->= generation) and updated = ready = available = desired replicas. Failed
+>= generation) and updated = ready = available = desired replicas, and at
+least one replica is wanted (a Deployment scaled to 0 serves nothing). Failed
 when Kubernetes says ProgressDeadlineExceeded, or when ``deadline`` seconds
 passed since ``since`` without becoming ready.
 """
@@ -21,6 +22,8 @@ def deployment_readiness(version: str, dep: Mapping[str, Any] | None, *, now: da
     spec, status = dep.get("spec") or {}, dep.get("status") or {}
     meta = dep.get("metadata") or {}
     want = int(spec.get("replicas", 1))
+    if want == 0:   # scaled to nothing (kubectl scale, a scaler at 0): it cannot take traffic
+        return Readiness(version, "progressing", "scaled to 0 replicas")
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("status") == "False" \
                 and cond.get("reason") == "ProgressDeadlineExceeded":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from reconciler.core import analysis as analysis_mod
+from reconciler.core import revision
 from reconciler.core.decide import Observations, analysis_due, decide
 from reconciler.core.model import MetricResult, Readiness, Release
 
@@ -22,8 +24,8 @@ def bad(name="request-success-rate", value=91.0):
 class Driver:
     """Holds a release and a clock; ``tick`` runs one controller pass."""
 
-    def __init__(self, rel: Release, now: datetime = T0):
-        self.rel, self.now = rel, now
+    def __init__(self, rel: Release, now: datetime = T0, settings=None):
+        self.rel, self.now, self.settings = rel, now, settings or {}
         self.events = []
         self.decisions = []
 
@@ -32,14 +34,17 @@ class Driver:
         if spec:
             doc = dict(self.rel.doc)
             doc["spec"] = {**doc["spec"], **spec}
-            self.rel = Release(self.rel.path, doc)
-        versions = {v["version"] for v in (self.rel.status.get("canary"), self.rel.status.get("stable"),
-                                            self.rel.target) if v}
+            self.rel = Release(self.rel.path, doc, files=self.rel.files)
+        # readiness is keyed by revision name (the Deployment <name>-<revision>)
+        versions = {revision.name_of(v) for v in (self.rel.status.get("canary"), self.rel.status.get("stable"),
+                                                   revision.target(self.rel)) if v}
         state = ready if isinstance(ready, str) else ("ready" if ready else "progressing")
         readiness = {v: Readiness(v, state) for v in versions}
         analysis = None
         if analysis_due(self.rel, self.now):
             analysis = tuple(results) if results is not None else (ok(),)
+        if analysis is not None and verdict is None:   # the production path: onNoData / onProviderError
+            verdict = analysis_mod.verdict(analysis, self.rel, self.settings)
         d = decide(self.rel, Observations(readiness, analysis, verdict if analysis is not None else None), self.now)
         self.decisions.append(d)
         if d.event:
