@@ -42,6 +42,7 @@ from reconciler.cli.commands.status import rows  # noqa: E402
 from reconciler.cli.source import open_source  # noqa: E402
 from reconciler.controller import Controller  # noqa: E402
 from reconciler.cli.commands.plan import command as plan_command  # noqa: E402
+from reconciler.core.diff import stamp  # noqa: E402
 from reconciler.core.render import render  # noqa: E402
 from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path  # noqa: E402
 from tests.support import prometheus as promsupport  # noqa: E402
@@ -81,9 +82,10 @@ def make_repo(root: pathlib.Path, docs: list[dict]) -> tuple[pathlib.Path, pathl
 
 
 def populate(emu: Emulator, docs: list[dict]) -> None:
+    """The cluster as Sluice left it: every rendered object, stamped as Sluice applies it, ready."""
     for doc in docs:
         for obj in render(release(doc)):
-            emu.put(obj)
+            emu.apply_as("sluice", stamp(obj, instance="sluice"), force=True)
     emu.all_ready()
 
 
@@ -110,32 +112,55 @@ def bench_noop(n: int) -> None:
 
 
 def bench_rollback() -> None:
+    """A metric that turned bad at Prometheus -> the rollback patched at the API server,
+    the real path of one pass (sync, load, query, decide, apply), beside its floor: the
+    same query and the same server-side apply of the VirtualService through the same
+    clients, with nothing else in between."""
     now = datetime.now(timezone.utc)
     start = int(now.timestamp()) - 600
     h = promsupport.History()
-    h.traffic("reviews-v1", start, int(now.timestamp()), rps=20, p99_ms=100)
-    h.traffic("reviews-v2", start, int(now.timestamp()), rps=20, error_ratio=0.5, p99_ms=100)
-    samples = []
+    for i in range(7):   # one namespace per run: each run starts from a fresh release
+        hi = promsupport.History(f"bench-{i}")
+        hi.traffic("reviews-v1", start, int(now.timestamp()), rps=20, p99_ms=100)
+        hi.traffic("reviews-v2", start, int(now.timestamp()), rps=20, error_ratio=0.5, p99_ms=100)
+        h.series.update(hi.series)
+    samples, floors = [], []
     with promsupport.start(h) as url, tempfile.TemporaryDirectory() as tmp, Emulator() as emu:
+        from reconciler.core import analysis
+        from tests.support.specs import release_doc
+        prom = Prometheus(url)
         for i in range(7):
             root = pathlib.Path(tmp) / str(i)
             root.mkdir()
-            from tests.support.specs import release_doc
-            doc = release_doc(status={"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
+            doc = release_doc(namespace=f"bench-{i}", status={"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
                                       "canary": {"version": "v2", "image": "example.com/reviews:v2"},
                                       "weight": 10, "step": 1, "failedChecks": 1,
                                       "startedAt": (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                                       "stepStartedAt": (now - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")})
             _, bare = make_repo(root, [doc])
             populate(emu, [doc])
-            ctl = Controller(GitRepo(str(bare), root / "clone"), KubernetesTarget(Cluster(emu.api_client())),
-                             prometheus=Prometheus(url))
+            cluster = Cluster(emu.api_client())
+            ctl = Controller(GitRepo(str(bare), root / "clone"), KubernetesTarget(cluster), prometheus=prom)
+            t0 = time.monotonic()
             report = ctl.run_pass()
-            assert report.outcomes["bookinfo/reviews"].phase == "RolledBack", report.outcomes
-            vs = emu.get("virtualservices", "bookinfo", "reviews")
+            assert report.outcomes[f"bench-{i}/reviews"].phase == "RolledBack", report.outcomes
+            vs = emu.get("virtualservices", f"bench-{i}", "reviews")
             assert len(vs["spec"]["http"][0]["route"]) == 1
-            samples.append(report.timings["rollback_applied"] - report.timings["decided"])
-    emit(figure("failed check -> rollback applied", 1, samples, target=1.0))
+            assert "request-success-rate" in report.outcomes[f"bench-{i}/reviews"].event.reason, report.outcomes[f"bench-{i}/reviews"].event
+            samples.append(report.timings["rollback_applied"] - t0)
+            rel = release(doc)
+            query = analysis.plan_checks(rel, {}, canary_version="v2", stable_version="v1")[0].query
+            # two states of the VirtualService, so that every timed apply really changes it
+            states = [stamp(next(o for o in render(r) if o["kind"] == "VirtualService"), instance="sluice")
+                      for r in (rel, rel.with_status({**rel.status, "weight": 20}))]
+
+            def floor_once():
+                prom.query(query, now)
+                cluster.apply(states[0])
+                states.reverse()
+            floors.append(min(measure(floor_once, repeat=3)))
+    emit(figure("failed check -> rollback applied", 1, samples, floor=statistics.median(floors),
+                floor_name="one Prometheus query + one SSA of the VirtualService", target=1.0))
 
 
 def bench_step_e2e() -> None:
@@ -165,16 +190,30 @@ def bench_step_e2e() -> None:
                 floor_name="no-op git fetch over git://"))
 
 
-def bench_idle_cpu(seconds: float = 20.0) -> None:
-    """CPU used by an idle ``sluice run`` (10 releases at rest, 30 s poll)."""
+def mid_rollout_docs(n: int) -> list[dict]:
+    """N releases mid-rollout at 10% on 1-minute steps, started now, no metrics."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    docs = release_docs(n)
+    for doc in docs:
+        doc["spec"]["analysis"] = {"metrics": []}
+        doc["spec"]["strategy"] = {"canary": {"steps": [10, 20, 50], "interval": "1m"}}
+        stable = {**doc["spec"]["target"], "version": "v0", "image": doc["spec"]["target"]["image"] + "-old"}
+        doc["status"] = {"phase": "Progressing", "stable": stable, "canary": dict(doc["spec"]["target"]),
+                         "weight": 10, "step": 1, "failedChecks": 0, "startedAt": stamp, "stepStartedAt": stamp}
+    return docs
+
+
+def _idle_cpu(docs: list[dict], seconds: float) -> float:
+    """% of one core used by ``sluice run`` (git target, 30 s poll) over ``seconds`` after start-up."""
     with tempfile.TemporaryDirectory() as tmp:
-        _, bare = make_repo(pathlib.Path(tmp), idle_docs(10))
+        _, bare = make_repo(pathlib.Path(tmp), docs)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli.main", "run", "--repo", f"file://{bare}",
-                                 "--target", "git", "--listen", "127.0.0.1:0", "--workdir", str(pathlib.Path(tmp) / "w")],
+                                 "--target", "git", "--listen", "127.0.0.1:0", "--no-watch",
+                                 "--workdir", str(pathlib.Path(tmp) / "w")],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(5)   # start-up and the first passes
+            time.sleep(8)   # start-up and the first pass (rendering 100 releases once)
             tick = os.sysconf("SC_CLK_TCK")
 
             def cpu():
@@ -182,11 +221,19 @@ def bench_idle_cpu(seconds: float = 20.0) -> None:
                 return (int(fields[11]) + int(fields[12])) / tick
             c0, t0 = cpu(), time.monotonic()
             time.sleep(seconds)
-            used = (cpu() - c0) / (time.monotonic() - t0) * 100
+            return (cpu() - c0) / (time.monotonic() - t0) * 100
         finally:
             proc.terminate()
             proc.wait(30)
-    emit(figure("idle CPU of sluice run (10 releases, 30 s poll)", 10, [used], unit="%"))
+
+
+def bench_idle_cpu(seconds: float = 40.0) -> None:
+    """CPU of ``sluice run`` with 100 releases mid-rollout on 1-minute steps, beside the
+    same process with 100 releases at rest (the floor: nothing is due, nothing is asked)."""
+    at_rest = _idle_cpu(idle_docs(100), seconds)
+    busy = _idle_cpu(mid_rollout_docs(100), seconds)
+    emit(figure("idle CPU of sluice run, 100 releases mid-rollout (1 m steps)", 100, [busy], unit="%",
+                floor=max(at_rest, 0.01), floor_name="the same 100 releases at rest"))
 
 
 def _wait_applied(emu: Emulator, ns: str, name: str, timeout: float = 10) -> float:

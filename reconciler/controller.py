@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Protocol
+
+import yaml
 
 from reconciler.adapters import notify
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
-from reconciler.adapters.prometheus import Prometheus, run_checks
+from reconciler.adapters.prometheus import Prometheus, from_settings as prometheus_from_settings, run_checks
 from reconciler.core import analysis
-from reconciler.core.decide import Decision, Observations, analysis_due, decide, iso
-from reconciler.core.loader import LoadCache, load_files
+from reconciler.core import manifests, observed
+from reconciler.core import revision
+from reconciler.core.decide import Decision, Observations, analysis_due, decide, interval, iso, stages, wake_in
+from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
+from reconciler.core.trusted import status_problems
 from reconciler.core.messages import format_commit
 from reconciler.core.model import Event, Problem, Readiness, Release, RepoLoad
 from reconciler.core.render import render
@@ -40,7 +45,6 @@ from reconciler.adapters.trust import verify as verify_commits
 from reconciler.errors import SluiceError, TrustError
 
 log = logging.getLogger("sluice.controller")
-RENDERED_DIR = "rendered/"
 
 
 class Target(Protocol):
@@ -48,11 +52,17 @@ class Target(Protocol):
 
     name: str
 
-    def observe(self, releases: list[Release]) -> Mapping[str, Mapping[str, Readiness]]:
-        """Readiness by release key, then version, for the releases' live versions."""
+    def observe(self, releases: list[Release]) -> None:
+        """Read what is live for ``releases`` (one LIST per kind per namespace)."""
+
+    def readiness(self, rel: Release) -> Mapping[str, Readiness]:
+        """Readiness of ``rel``'s revisions (by revision name), from the last observation."""
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False) -> "ApplyReport":
         """Make the cluster match ``desired`` (release key -> objects)."""
+
+    def objects_of(self, release: str) -> list[dict]:
+        """The live objects of ``release`` (``ns/name``) as last observed; empty when unknown."""
 
 
 @dataclass
@@ -86,6 +96,8 @@ class PassReport:
     error: str | None = None
     analysis: dict[str, tuple] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)   # monotonic marks, for benchmarks
+    release_errors: dict[str, str] = field(default_factory=dict)   # release -> what failed, this pass
+    next_pass_in: float | None = None   # seconds until the earliest release wants another look
 
 
 class GitTarget:
@@ -100,16 +112,23 @@ class GitTarget:
 
     def __init__(self, readiness: Callable[[list[Release]], Mapping[str, Mapping[str, Readiness]]] | None = None):
         self._readiness = readiness
+        self._ready: Mapping[str, Mapping[str, Readiness]] | None = None
 
-    def observe(self, releases: list[Release]) -> Mapping[str, Mapping[str, Readiness]]:
-        if self._readiness is not None:
-            return self._readiness(releases)
-        return {rel.key: {v["version"]: Readiness(v["version"], "ready")
-                          for v in (rel.status.get("canary"), rel.status.get("stable"), rel.target)
-                          if v and v.get("version")} for rel in releases}
+    def observe(self, releases: list[Release]) -> None:
+        self._ready = self._readiness(releases) if self._readiness is not None else None
+
+    def readiness(self, rel: Release) -> Mapping[str, Readiness]:
+        if self._ready is not None:
+            return self._ready.get(rel.key) or {}
+        return {revision.name_of(v): Readiness(revision.name_of(v), "ready")
+                for v in (rel.status.get("canary"), rel.status.get("stable"), revision.target(rel))
+                if v and v.get("version")}
 
     def apply(self, desired, *, keep, urgent=False) -> ApplyReport:
         return ApplyReport()
+
+    def objects_of(self, release: str) -> list[dict]:
+        return []
 
 
 def utcnow() -> datetime:
@@ -118,6 +137,9 @@ def utcnow() -> datetime:
 
 class Controller:
     """Runs passes over one config repo for one target."""
+
+    policy = None                 # the controller's policy (--policy-file): tenancy, trust, pod security
+    _verified: str | None = None  # the tip verified last, not verified again within a push retry
 
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
                  clock: Callable[[], datetime] = utcnow,
@@ -129,15 +151,22 @@ class Controller:
         self.refused: str | None = None
         self.cache = LoadCache()
         self.last: PassReport | None = None
+        self._checked: dict[str, datetime] = {}   # last check of a release waiting for approval (a throttle only)
 
     # --- steps -------------------------------------------------------------
-    def _observe(self, rel: Release, ready: Mapping[str, Readiness], settings: Mapping[str, Any],
-                 now: datetime) -> Observations:
-        readiness = dict(ready.get(rel.key) or {})
+    def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime) -> Observations:
+        readiness = dict(self.target.readiness(rel))
         if not analysis_due(rel, now):
             return Observations(readiness)
-        canary = rel.status["canary"]["version"]
-        stable = (rel.status.get("stable") or {}).get("version", canary)
+        waiting = rel.status.get("phase") == "WaitingApproval"
+        if waiting:   # checked once per interval while it waits; a passing check commits nothing
+            last = self._checked.get(rel.key)
+            if last is not None and now < last + timedelta(seconds=interval(rel, int(rel.status.get("step", 0)))):
+                return Observations(readiness)
+            self._checked[rel.key] = now
+        # revision names: the pods' `version` label and the Deployment <name>-<revision>
+        canary = revision.name_of(rel.status["canary"])
+        stable = revision.name_of(rel.status.get("stable")) or canary
         try:
             checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version=stable)
         except analysis.TemplateError as exc:
@@ -150,40 +179,60 @@ class Controller:
         if self.prometheus is not None:
             return self.prometheus
         prom = (settings.get("providers") or {}).get("prometheus")
-        return Prometheus(prom["address"]) if prom else None
+        return prometheus_from_settings(prom)   # tokenFile, basicAuth, headers, timeout
 
     def _rendered_path(self, rel_key: str) -> str:
-        return f"{RENDERED_DIR}{rel_key}.yaml"
+        return manifests.release_path(rel_key)
+
+    def _plan_one(self, key: str, rel: Release, obs: Observations, decision: Decision, cur: Release,
+                  tip_files: Mapping[str, bytes], settings, rendered_now: Mapping[str, bytes], now: datetime,
+                  report: PassReport) -> tuple[Decision, dict[str, bytes | None]] | None:
+        """One release's files for this commit round; None to write nothing for it."""
+        if cur.blob != rel.blob:
+            # a person changed it meanwhile: decide again on theirs, trusting it no more than the first
+            doubts = self._doubts(cur, tip_files, now)
+            if doubts:
+                report.problems.extend(doubts)
+                return None
+            decision = decide(cur, obs, now)
+        files: dict[str, bytes | None] = {}
+        if decision.event is not None:
+            try:
+                files[cur.path] = set_status(tip_files[cur.path].decode(), decision.status).encode()
+            except StatusEditError as exc:
+                log.error("release=%s cannot write status: %s", key, exc)
+                return None
+        if self.target.name == "git":
+            body = dump_yaml(render(cur.with_status(decision.status), settings)).encode()
+            path, data = manifests.release_path(key), manifests.with_header(body)
+            if rendered_now.get(path) != data:
+                files[path] = data
+            self._bodies[key] = body
+        return decision, files
 
     def _plans(self, snap: Snapshot, loaded: RepoLoad, decisions: dict[str, tuple[Release, Observations, Decision]],
-               now: datetime, committed: dict[str, Decision]) -> list[CommitPlan]:
+               now: datetime, committed: dict[str, Decision], report: PassReport) -> list[CommitPlan]:
         """The commits of this pass, recomputed from ``snap`` (the current remote tip)."""
         committed.clear()
         plans: list[CommitPlan] = []
         tip_files = snap.read_files()
-        fresh = load_files(tip_files, cache=self.cache)
+        fresh = load_files(tip_files, cache=self.cache, policy=self.policy)
+        if any(p.file == SETTINGS_FILE for p in fresh.problems):
+            return []   # invalid settings hold everything: not even a prune is committed (invariant 9)
         fresh_by_key = fresh.by_key()
-        rendered_now = snap.read_files((RENDERED_DIR,)) if self.target.name == "git" else {}
+        rendered_now = snap.read_files((manifests.ROOT,)) if self.target.name == "git" else {}
         render_only: dict[str, bytes | None] = {}
+        self._bodies: dict[str, bytes] = {}
         for key, (rel, obs, decision) in sorted(decisions.items()):
             cur = fresh_by_key.get(key)
             if cur is None:
                 continue   # removed or made invalid meanwhile: nothing to write for it
-            if cur.blob != rel.blob:
-                decision = decide(cur, obs, now)   # a human changed it meanwhile: decide again on theirs
+            got = self._isolated(report, key, "commit", lambda: self._plan_one(
+                key, rel, obs, decision, cur, tip_files, fresh.settings, rendered_now, now, report))
+            if got is None:
+                continue
+            decision, files = got
             committed[key] = decision
-            files: dict[str, bytes | None] = {}
-            if decision.event is not None:
-                try:
-                    files[cur.path] = set_status(tip_files[cur.path].decode(), decision.status).encode()
-                except StatusEditError as exc:
-                    log.error("release=%s cannot write status: %s", key, exc)
-                    continue
-            if self.target.name == "git":
-                out = dump_yaml(render(cur.with_status(decision.status), fresh.settings)).encode()
-                path = self._rendered_path(key)
-                if rendered_now.get(path) != out:
-                    files[path] = out
             if not files:
                 continue
             if decision.event is None:
@@ -191,76 +240,182 @@ class Controller:
                 continue
             plans.append(CommitPlan(files, format_commit(decision.event)))
         if self.target.name == "git":
-            known = {r.key for r in fresh.releases} | {p.release for p in fresh.problems if p.release}
-            render_only.update({p: None for p in rendered_now if p[len(RENDERED_DIR):-5] not in known})
+            # kustomizations, and Sluice's own files of releases that left git; held ones stay
+            held = ({r.key for r in fresh.releases} - set(self._bodies)) | {p.release for p in fresh.problems if p.release}
+            in_commits = {path for plan in plans for path in plan.files}
+            tree = {p: d for p, d in manifests.changes(self._bodies, rendered_now, held).items()
+                    if p not in in_commits and p not in render_only}
+            if plans and tree:   # ride along with the last step's commit: one commit fewer
+                plans[-1] = CommitPlan({**plans[-1].files, **tree}, plans[-1].message)
+            else:
+                render_only.update(tree)
         if render_only:
             n = len(render_only)
             plans.append(CommitPlan(render_only, f"sluice: render manifests ({n} file{'s' * (n != 1)})\n\n"
                                                  "Sluice-Release: -\nSluice-Action: render\n"))
         return plans
 
-    def _record_drift(self, decisions, loaded: RepoLoad, now: datetime) -> None:
-        """Live objects edited behind git's back: note it in status (a commit), then repair."""
+    def _record_drift(self, decisions, loaded: RepoLoad, now: datetime, report: PassReport) -> None:
+        """Live objects changed behind git's back: note it in status (a commit), then repair.
+        The same drift again (a repair the cluster keeps refusing, a person who keeps
+        editing) is repaired each pass but committed once."""
         detect = getattr(self.target, "detect_drift", None)
         if detect is None:
             return
-        quiet = {k: render(rel.with_status(d.status), loaded.settings)
-                 for k, (rel, _, d) in decisions.items() if d.event is None}
-        for key, objects in detect(quiet).items():
-            rel, obs, d = decisions[key]
-            status = {**d.status, "drift": {"detectedAt": iso(now), "objects": objects}}
-            log.warning("release=%s drift: %s differ from git; putting them back", key, ", ".join(objects))
-            event = Event(key, "drift", f"repair drift in {', '.join(objects)}", weight=status.get("weight"),
-                          phase=status.get("phase"), reason="live objects differed from git")
+        for key, (rel, obs, d) in list(decisions.items()):
+            if d.event is not None or d.urgent:
+                continue
+            found = self._isolated(report, key, "drift", lambda rel=rel, d=d, key=key: detect(
+                key, render(rel.with_status(d.status), loaded.settings)))
+            if not found:
+                continue
+            objects = [name for name, _ in found]
+            by = sorted({who for _, who in found})
+            log.warning("release=%s drift: %s changed by %s, not git; putting them back", key, ", ".join(objects),
+                        ", ".join(by))
+            last = d.status.get("drift") or {}
+            if last.get("objects") == objects and last.get("by") == by:
+                continue   # recorded already
+            status = {**d.status, "drift": {"detectedAt": iso(now), "objects": objects, "by": by}}
+            event = Event(key, "drift", f"repair drift in {', '.join(objects)} (changed by {', '.join(by)})",
+                          weight=status.get("weight"), phase=status.get("phase"),
+                          reason=f"live objects changed by {', '.join(by)}, not by git")
             decisions[key] = (rel, obs, Decision(status, event, next_check_in=d.next_check_in))
 
+    def _verify_tip(self, tip: str, *, again: bool = True) -> None:
+        """Raise TrustError unless ``tip`` (and what it adds) is signed by a trusted key.
+        Runs on the synced tip of every pass (``again``: today's keys, even for a tip
+        seen before) and on every tip a push retry would build upon."""
+        if self.trust is None or not self.trust.enabled or (not again and tip == self._verified):
+            return
+        self._verified = None
+        verdict = verify_commits(self.repo.workdir, tip, self.trust)
+        if not verdict.ok:   # apply nothing new; the cluster stays as it is
+            self.refused = f"refusing {tip[:12]}: {verdict.reason}"
+            raise TrustError(self.refused)
+        self._verified = tip
+
     # --- the pass ------------------------------------------------------------
+    def _isolated(self, report: PassReport, key: str, phase: str, fn: Callable[[], Any]) -> Any:
+        """Run one release's step of the pass; whatever it raises becomes that
+        release's error (log line, report, metric) and the other releases go on
+        (invariant 7). The one place the pass catches everything."""
+        try:
+            return fn()
+        except Exception as exc:   # noqa: BLE001 - a bug in one release must not stop the rest
+            message = f"{phase} failed: {type(exc).__name__}: {exc}"
+            log.error("release=%s phase=%s %s", key, phase, message, exc_info=not isinstance(exc, SluiceError))
+            report.release_errors[key] = message
+            return None
+
+    def _doubts(self, rel: Release, files: Mapping[str, bytes], now: datetime) -> list[Problem]:
+        """Why ``rel``'s status cannot be trusted to move traffic, at file:line (invariant 9)."""
+        running = None
+        if self.target.name != "git":
+            running = [v["version"] for v in observed.running(rel, self.target.objects_of(rel.key)) if v["replicas"]]
+        doubts = status_problems(rel, [stage.weight for stage in stages(rel)], now, running)
+        return locate(rel.path, files.get(rel.path, b""), doubts, rel.key) if doubts else []
+
+    def _running(self, rel: Release, tip_files: Mapping[str, bytes]) -> tuple[dict, ...]:
+        """What runs of ``rel``: live objects, or with the git target the rendered manifests."""
+        if self.target.name != "git":
+            return tuple(observed.running(rel, self.target.objects_of(rel.key)))
+        data = self.repo.read_file(self.repo.tip(), self._rendered_path(rel.key))
+        objects = [o for o in yaml.safe_load_all(data) if isinstance(o, dict)] if data else []
+        return tuple(observed.running(rel, objects))
+
+    def _decide_one(self, rel: Release, settings, files, now: datetime, report: PassReport):
+        doubts = self._doubts(rel, files, now)
+        if doubts:
+            report.problems.extend(doubts)
+            for problem in doubts:
+                log.error("release=%s held: %s", rel.key, problem)
+            return None
+        live = self.target.objects_of(rel.key) if self.target.name != "git" else ()
+        pending = observed.pending_rollback(rel, live)
+        if pending.hold:
+            problem = Problem(rel.path, pending.note or "", release=rel.key)
+            report.problems.append(problem)
+            log.error("release=%s held: %s", rel.key, problem)
+            return None
+        if pending.note:
+            log.warning("release=%s %s", rel.key, pending.note)
+        obs = self._observe(rel, settings, now)
+        running = self._running(rel, files) if not rel.status.get("stable") else None
+        obs = replace(obs, running=running, rollback=pending.mark)
+        if obs.analysis is not None:
+            report.analysis[rel.key] = obs.analysis
+        return rel, obs, decide(rel, obs, now)
+
+    def _urgent_objects(self, rel: Release, decision: Decision, settings) -> list[dict]:
+        """A rollback's objects, marked on the VirtualService so that the next pass
+        (any replica, after a crash) honours it until its commit lands."""
+        objs = render(rel.with_status(decision.status), settings)
+        mark = observed.rollback_annotation(decision.status)
+        for obj in objs:
+            if obj.get("kind") == "VirtualService":
+                obj["metadata"].setdefault("annotations", {})[observed.ROLLBACK_ANNOTATION] = mark
+        return objs
+
     def run_pass(self) -> PassReport:
+        """sync -> verify -> load -> observe -> decide -> urgent rollbacks -> commit -> apply -> report."""
         report = PassReport()
         try:
             report.tip = self.repo.sync()
-            if self.trust is not None and self.trust.enabled:
-                verdict = verify_commits(self.repo.workdir, report.tip, self.trust)
-                if not verdict.ok:   # apply nothing new; the cluster stays as it is
-                    raise TrustError(f"refusing {report.tip[:12]}: {verdict.reason}")
-            loaded = load_files(self.repo.read_files(report.tip), cache=self.cache)
+            self._verify_tip(report.tip)
+            files = self.repo.read_files(report.tip)
+            loaded = load_files(files, cache=self.cache, policy=self.policy)
         except SluiceError as exc:
             report.error = str(exc)
             self.refused = str(exc) if isinstance(exc, TrustError) else None
             log.error("sync failed: %s", exc)
             self.last = report
             return report
+        self.refused = None
         report.problems = list(loaded.problems)
         for problem in loaded.problems:
             log.warning("release=%s invalid: %s", problem.release or "-", problem)
+        if any(p.file == SETTINGS_FILE for p in loaded.problems):
+            # invalid settings hold every release: nothing observed, applied, pruned or committed (invariant 9)
+            log.error("holding every release: %s is invalid", SETTINGS_FILE)
+            self.last = report
+            return report
         now = self.clock()
         try:
-            ready = self.target.observe(loaded.releases)
+            self.target.observe(loaded.releases)
         except SluiceError as exc:   # cluster unreachable or forbidden: decide nothing blind
             report.error = str(exc)
             log.error("observe failed: %s", exc)
             self.last = report
             return report
+        # held: invalid in git, untrusted status, or a failure of its own; left as it runs
+        keep = {p.release for p in loaded.problems if p.release}
         decisions: dict[str, tuple[Release, Observations, Decision]] = {}
         for rel in loaded.releases:
-            obs = self._observe(rel, ready, loaded.settings, now)
-            if obs.analysis is not None:
-                report.analysis[rel.key] = obs.analysis
-            decisions[rel.key] = (rel, obs, decide(rel, obs, now))
+            got = self._isolated(report, rel.key, "decide",
+                                 lambda rel=rel: self._decide_one(rel, loaded.settings, files, now, report))
+            if got is None:
+                keep.add(rel.key)
+            else:
+                decisions[rel.key] = got
         report.timings["decided"] = time.monotonic()
-        keep = {p.release for p in loaded.problems if p.release}
-        self._record_drift(decisions, loaded, now)
+        self._record_drift(decisions, loaded, now, report)
         writer = self.can_write()
         # a rollback reaches the cluster before its commit (invariant 1's one exception)
-        urgent = {k: render(rel.with_status(d.status), loaded.settings)
-                  for k, (rel, _, d) in decisions.items() if d.urgent}
+        urgent: dict[str, list[dict]] = {}
+        for k, (rel, _, d) in decisions.items():
+            if d.urgent:
+                objs = self._isolated(report, k, "render", lambda rel=rel, d=d: self._urgent_objects(rel, d, loaded.settings))
+                if objs is not None:
+                    urgent[k] = objs
         if urgent and writer and self.target.name != "git":
             self.target.apply(urgent, keep=keep, urgent=True)
             report.timings["rollback_applied"] = time.monotonic()
         committed: dict[str, Decision] = {}
         if writer:
             try:
-                result = self.repo.write(lambda snap: self._plans(snap, loaded, decisions, now, committed))
+                result = self.repo.write(lambda snap: self._plans(snap, loaded, decisions, now, committed, report),
+                                         verify=lambda tip: self._verify_tip(tip, again=False))   # each retry's tip too
                 report.pushed, report.commits, report.push_retries = result.pushed, result.commits, result.retries
                 if result.pushed:
                     report.tip = result.tip
@@ -270,21 +425,38 @@ class Controller:
                 log.error("write-back failed: %s", exc)
         statuses = {k: (committed[k].status if k in committed else rel.status) for k, (rel, _, _) in decisions.items()}
         if writer and self.target.name != "git":
-            desired = {k: render(rel.with_status(statuses[k]), loaded.settings) for k, (rel, _, _) in decisions.items()}
-            desired.update({k: v for k, v in urgent.items() if k not in committed})
+            desired: dict[str, list[dict]] = {}
+            for k, (rel, _, _) in decisions.items():
+                if k in urgent and k not in committed:
+                    desired[k] = urgent[k]   # its commit did not land: the mark stays until it does
+                    continue
+                objs = self._isolated(report, k, "render", lambda rel=rel, k=k: render(rel.with_status(statuses[k]),
+                                                                                          loaded.settings))
+                if objs is None:
+                    keep.add(k)
+                else:
+                    desired[k] = objs
             report.applied = self.target.apply(desired, keep=keep)
+        wake: list[float] = []
         for key, (rel, _, decision) in decisions.items():
             d = committed.get(key)
             st = statuses[key]
             event = d.event if d else None
             report.outcomes[key] = ReleaseOutcome(key, st.get("phase", "Idle"), int(st.get("weight", 0)),
-                                                  int(st.get("step", 0)), event)
+                                                  int(st.get("step", 0)), event, report.release_errors.get(key))
+            hint = self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
+                rel, d or Decision(dict(rel.status)), now))
+            if hint is not None:
+                wake.append(hint)
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
                 if d.notify and self.notify:
                     self.notify(d.notify, event, loaded.settings)
                 elif d.notify:
                     notify.send(loaded.settings, d.notify, event, report.tip)
+        for key, message in report.release_errors.items():
+            if key not in report.outcomes:
+                report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)
+        report.next_pass_in = min(wake) if wake else None
         self.last = report
         return report
-

@@ -6,18 +6,14 @@ Set SLUICE_TEST_KUBECONFIG to a kubeconfig of a real cluster with Istio's
 CRDs to run the adapter tests there too (they are skipped otherwise)."""
 
 import os
-from datetime import timedelta
-
 import pytest
 import yaml
 
-from reconciler.adapters.cluster import Cluster, KubernetesTarget
-from reconciler.adapters.gitrepo import GitRepo
-from reconciler.controller import Controller
+from reconciler.adapters.cluster import Cluster
 from reconciler.core.diff import ObjRef
 from reconciler.errors import ClusterError, ClusterForbidden
-from tests.support.drive import T0
-from tests.support.gitserver import clone_work, human_edit, make_bare, run
+from tests.support.cluster_env import Env
+from tests.support.gitserver import clone_work, human_edit, run
 from tests.support.kube_emulator import Emulator
 from tests.support.specs import dump, release_doc
 
@@ -30,29 +26,6 @@ def spec(name="reviews", **kw):
                                          "weight": 100}, **kw)
     doc["spec"]["analysis"] = {"metrics": []}
     return doc
-
-
-class Env:
-    def __init__(self, tmp, emu, docs, extra=None):
-        files = {f"releases/{d['metadata']['namespace']}/{d['metadata']['name']}.yaml": dump(d) for d in docs}
-        files.update(extra or {})
-        self.bare = make_bare(tmp, seed=files)
-        self.emu = emu
-        self.now = T0
-        self.target = KubernetesTarget(Cluster(emu.api_client(), sleep=lambda s: None))
-        self.ctl = Controller(GitRepo(str(self.bare), tmp / "clone"), self.target, clock=lambda: self.now)
-        self.human = clone_work(str(self.bare), tmp / "human")
-
-    def tick(self, seconds=61, ready=True):
-        self.now += timedelta(seconds=seconds)
-        report = self.ctl.run_pass()
-        if ready:
-            self.emu.all_ready()
-        return report
-
-    def weights(self, name="reviews", ns="bookinfo"):
-        vs = self.emu.get("virtualservices", ns, name)
-        return {d["destination"]["subset"]: d["weight"] for d in vs["spec"]["http"][-1]["route"]}
 
 
 @pytest.fixture
@@ -89,7 +62,7 @@ def test_noop_pass_makes_zero_writes_and_one_list_per_kind_per_namespace(tmp_pat
     counts = emu.counts
     assert emu.writes() == 0 and not report.pushed
     lists = {k: v for k, v in counts.items() if k[0] == "list"}
-    assert set(lists.values()) == {1} and len(lists) == 4 * 2   # 4 kinds x 2 namespaces
+    assert set(lists.values()) == {1} and len(lists) == 5 * 2   # 5 kinds (ConfigMap too) x 2 namespaces
     assert sum(v for k, v in counts.items() if k[0] == "get") == 0
 
 

@@ -24,8 +24,12 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.core.diff import Action, ObjRef, diff, ref_of, release_of
-from reconciler.core.model import FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY_VALUE, Readiness, Release
+from reconciler.core import revision
+from reconciler.core.diff import Action, ObjRef, diff, ref_of, release_of, stamp
+from reconciler.core.model import (
+    DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
+    Release,
+)
 from reconciler.core.readiness import deployment_readiness
 from reconciler.errors import ClusterError, ClusterForbidden
 
@@ -34,6 +38,7 @@ SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
 # (apiVersion, kind) -> (group, version, plural)
 KINDS = {
     ("v1", "Service"): ("", "v1", "services"),
+    ("v1", "ConfigMap"): ("", "v1", "configmaps"),
     ("apps/v1", "Deployment"): ("apps", "v1", "deployments"),
     ("networking.istio.io/v1", "DestinationRule"): ("networking.istio.io", "v1", "destinationrules"),
     ("networking.istio.io/v1", "VirtualService"): ("networking.istio.io", "v1", "virtualservices"),
@@ -42,6 +47,10 @@ KINDS = {
 
 class ClusterConflict(ClusterError):
     """409: someone else changed the object; retried."""
+
+
+class ClusterInvalid(ClusterError):
+    """422: the server refuses the object as written (e.g. an immutable field changed)."""
 
 
 def _reason(data: bytes | None) -> str:
@@ -106,6 +115,8 @@ class Cluster:
                 return None
             if status == 409:
                 raise ClusterConflict(f"{verb} {what} in {namespace}: conflict: {reason}")
+            if status == 422:
+                raise ClusterInvalid(f"{verb} {what} in {namespace}: invalid: {reason}")
             if status in (429, 500, 502, 503, 504) and attempt < self.attempts:
                 retry = resp.headers.get("Retry-After") if resp.headers else None
                 self.sleep(min(float(retry), 10) if retry and retry.isdigit() else delay)
@@ -119,14 +130,16 @@ class Cluster:
         return f"{plural}.{group}" if group else plural
 
     # --- reads --------------------------------------------------------------------
-    def list_managed(self, namespaces: Iterable[str]) -> dict[ObjRef, dict]:
-        """Every Sluice-owned object: one LIST per kind per namespace."""
+    def list_managed(self, namespaces: Iterable[str], instance: str = DEFAULT_INSTANCE) -> dict[ObjRef, dict]:
+        """Every object this Sluice instance owns: one LIST per kind per namespace."""
         out: dict[ObjRef, dict] = {}
         for ns in sorted(set(namespaces)):
             for (api_version, kind), (group, version, plural) in KINDS.items():
                 data = self._call("list", self._what(group, plural), ns, "GET",
                                   self._path(group, version, plural, ns), query=[("labelSelector", SELECTOR)])
                 for item in (data or {}).get("items") or []:
+                    if not _of_instance(item, instance):
+                        continue
                     item.setdefault("apiVersion", api_version)
                     item.setdefault("kind", kind)
                     out[ref_of(item)] = item
@@ -154,14 +167,46 @@ class Cluster:
         self._call("delete", self._what(group, plural), ref.namespace, "DELETE",
                    self._path(group, version, plural, ref.namespace, ref.name))
 
+    # --- the inventory: what this instance applied, kept in the cluster ---------------
+    def read_inventory(self, namespace: str, name: str) -> set[str] | None:
+        """Namespaces recorded in the inventory ConfigMap; None when there is none yet."""
+        data = self._call("get", "configmaps", namespace, "GET", self._path("", "v1", "configmaps", namespace, name))
+        if data is None:
+            return None
+        try:
+            names = json.loads((data.get("data") or {}).get("namespaces") or "[]")
+        except (ValueError, AttributeError, TypeError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            log.error("inventory %s/%s is not a list of namespaces; pruning only where git has releases "
+                      "until the next write repairs it", namespace, name)
+            return set()
+        return set(names)
+
+    def write_inventory(self, namespace: str, name: str, instance: str, namespaces: set[str]) -> None:
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTANCE: instance}},
+                "data": {"namespaces": json.dumps(sorted(namespaces))}}
+        self._call("patch", "configmaps", namespace, "PATCH", self._path("", "v1", "configmaps", namespace, name),
+                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")], body=body,
+                   content_type="application/apply-patch+yaml")
+
+
+def _of_instance(obj: Mapping[str, Any], instance: str) -> bool:
+    """Ours: labelled with our instance, or (the default instance only) labelled by a
+    Sluice from before instances, which it adopts on its first apply."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_INSTANCE, DEFAULT_INSTANCE if instance == DEFAULT_INSTANCE else None) == instance
+
 
 def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> dict[str, Readiness]:
-    """Readiness of each live version of ``rel`` from the listed Deployments."""
+    """Readiness of each live revision of ``rel`` (by revision name) from the listed Deployments."""
     out = {}
-    for ver in (rel.status.get("canary"), rel.status.get("stable"), rel.target):
+    for ver in (rel.status.get("canary"), rel.status.get("stable"), revision.target(rel)):
         if not ver or not ver.get("version"):
             continue
-        v = ver["version"]
+        v = revision.name_of(ver)
         if rel.is_mesh:
             dep = live.get(ObjRef("apps/v1", "Deployment", rel.namespace, f"{rel.name}-{v}"))
         else:
@@ -174,44 +219,80 @@ def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> di
 
 
 class KubernetesTarget:
-    """The ``kubernetes`` target of the controller."""
+    """The ``kubernetes`` target of the controller.
+
+    ``instance`` names this installation: every object it applies carries the
+    label ``sluice.dev/instance=<instance>``, it lists and prunes only objects
+    with that label, and it keeps the namespaces it applied to in the
+    ConfigMap ``sluice-inventory-<instance>`` (in ``inventory_namespace``), so a
+    release whose folder was deleted while Sluice was down is still pruned
+    after a restart, and two installations never prune each other.
+    """
 
     name = "kubernetes"
 
-    def __init__(self, cluster: Cluster):
-        self.cluster = cluster
+    def __init__(self, cluster: Cluster, *, instance: str = DEFAULT_INSTANCE,
+                 inventory_namespace: str = "sluice-system"):
+        self.cluster, self.instance, self.inventory_namespace = cluster, instance, inventory_namespace
+        self.inventory_name = f"sluice-inventory-{instance}"
         self.live: dict[ObjRef, dict] = {}
-        self.namespaces: set[str] = set()
+        self._by_release: dict[str | None, list[dict]] | None = None
+        self.namespaces: set[str] | None = None   # from the inventory, read once per process
 
-    def observe(self, releases: list[Release]) -> dict[str, dict[str, Readiness]]:
-        self.namespaces |= {r.namespace for r in releases}
-        self.live = self.cluster.list_managed(self.namespaces)
-        return {rel.key: version_readiness(rel, self.live) for rel in releases}
+    def observe(self, releases: list[Release]) -> None:
+        if self.namespaces is None:
+            self.namespaces = self.cluster.read_inventory(self.inventory_namespace, self.inventory_name) or set()
+        wanted = {r.namespace for r in releases}
+        self.live = self.cluster.list_managed(self.namespaces | wanted, self.instance)
+        self._by_release = None
 
-    def detect_drift(self, desired: Mapping[str, list[dict]]) -> dict[str, list[str]]:
-        """Objects of each release that differ from (or are missing in) the cluster."""
-        out: dict[str, list[str]] = {}
-        by_release: dict[str | None, dict[ObjRef, dict]] = {}
-        for ref, obj in self.live.items():
-            by_release.setdefault(release_of(obj), {})[ref] = obj
-        for key, objs in desired.items():
-            live = by_release.get(key)
-            if not live:
-                continue   # never applied yet: creation, not drift
-            found = [f"{a.ref.kind}/{a.ref.name}" for a in diff(objs, live) if a.op in ("update", "create")]
-            if found:
-                out[key] = found
-        return out
+    def readiness(self, rel: Release) -> dict[str, Readiness]:
+        return version_readiness(rel, self.live)
+
+    def objects_of(self, release: str) -> list[dict]:
+        if self._by_release is None:   # indexed once per observation: a pass asks once per release
+            self._by_release = {}
+            for obj in self.live.values():
+                self._by_release.setdefault(release_of(obj), []).append(obj)
+        return self._by_release.get(release, [])
+
+    def _stamped(self, objs: list[dict]) -> list[dict]:
+        return [stamp(o, instance=self.instance, live=self.live.get(ref_of(o))) for o in objs]
+
+    def _actions(self, key: str, objs: list[dict], report) -> list[Action] | None:
+        """One release's actions (create/update), or None when working them out failed
+        (that release is then left as it runs, and nothing of it is pruned)."""
+        try:
+            live = {ref_of(o): o for o in self.objects_of(key)}
+            return [a for a in diff(self._stamped(objs), live) if a.op != "delete"]
+        except Exception as exc:   # noqa: BLE001 - one release's bad data must not stop the rest
+            report.errors.append(f"{key}: {type(exc).__name__}: {exc}")
+            log.error("release=%s cannot compare with the cluster: %s", key, exc, exc_info=True)
+            return None
+
+    def detect_drift(self, key: str, objs: list[dict]) -> list[tuple[str, str]]:
+        """(object, who) of ``key``'s objects someone other than Sluice changed (not git changes)."""
+        if not self.objects_of(key):
+            return []   # never applied yet: creation, not drift
+        live = {ref_of(o): o for o in self.objects_of(key)}
+        return [(f"{a.ref.kind}/{a.ref.name}", a.by or "unknown")
+                for a in diff(self._stamped(objs), live) if a.why == "drift"]
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False):
         from reconciler.controller import ApplyReport
         report = ApplyReport()
-        objs = [o for objs in desired.values() for o in objs]
-        if urgent:   # only the named releases' objects; never prune here
-            live = {r: o for r, o in self.live.items() if release_of(o) in desired}
-            actions = [a for a in diff(objs, live, keep=keep) if a.op != "delete"]
-        else:
-            actions = diff(objs, self.live, keep=keep)
+        keep = set(keep)
+        actions: list[Action] = []
+        for key, objs in desired.items():
+            mine = self._actions(key, objs, report)
+            if mine is None:
+                keep.add(key)
+            else:
+                actions += mine
+        if not urgent:   # prune: ours, of no desired or held release (never in an urgent apply)
+            wanted = {ref_of(o) for objs in desired.values() for o in objs}
+            actions += diff([], {r: o for r, o in self.live.items() if r not in wanted}, keep=keep)
+        self._by_release = None   # the apply changes what is live
         for action in actions:
             try:
                 self._do(action, report)
@@ -219,7 +300,22 @@ class KubernetesTarget:
                 report.errors.append(str(exc))
                 log.error("release=%s %s %s failed: %s", release_of(action.desired or action.live) or "-",
                           action.op, action.ref, exc)
+        if not urgent:
+            self._record_inventory(desired, report)
         return report
+
+    def _record_inventory(self, desired: Mapping[str, list[dict]], report) -> None:
+        """Keep the namespaces that hold this instance's objects now (what remains after
+        prune, failed deletes included), written only when they change."""
+        holding = {ref_of(o).namespace for objs in desired.values() for o in objs} | {r.namespace for r in self.live}
+        if holding == self.namespaces:
+            return
+        try:
+            self.cluster.write_inventory(self.inventory_namespace, self.inventory_name, self.instance, holding)
+            self.namespaces = holding
+        except (ClusterError, ClusterForbidden) as exc:   # kept in memory; written again next pass
+            report.errors.append(f"inventory: {exc}")
+            self.namespaces = (self.namespaces or set()) | holding
 
     def _do(self, action: Action, report) -> None:
         if action.op == "delete":
@@ -227,10 +323,33 @@ class KubernetesTarget:
             self.live.pop(action.ref, None)
             report.deleted += 1
             return
-        applied = self.cluster.apply(action.desired)
+        try:
+            applied = self.cluster.apply(action.desired)
+        except ClusterInvalid as exc:
+            if not _legacy_selector(action.live, action.desired) or not _immutable(exc):
+                raise
+            # a rolling/recreate Deployment applied by a Sluice before 0.2 has the version
+            # in its immutable selector: replace it once (its pods restart)
+            log.warning("%s: %s; replacing a Deployment with a pre-0.2 selector", action.ref, exc)
+            self.cluster.delete(action.ref)
+            applied = self.cluster.apply(action.desired)
         if action.op == "create":
             report.created += 1
         else:
             report.updated += 1
+        if action.why == "drift":
+            report.drifted.append(f"{action.ref.kind}/{action.ref.name}")
         self.live[action.ref] = applied or action.desired
-        return
+
+
+def _immutable(exc: Exception) -> bool:
+    return "field is immutable" in str(exc)
+
+
+def _legacy_selector(live: Mapping[str, Any] | None, desired: Mapping[str, Any] | None) -> bool:
+    """Live selector = desired selector + the version label: what older Sluice wrote."""
+    def sel(obj):
+        return (((obj or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    old, new = sel(live), sel(desired)
+    return bool(live) and LABEL_VERSION in old and LABEL_VERSION not in new and \
+        {k: v for k, v in old.items() if k != LABEL_VERSION} == new

@@ -1,11 +1,27 @@
-"""Desired against live: a normalised comparison and the minimal actions.
+"""Desired against live: what changed in git, what someone else changed, and
+the minimal actions.
 
-Only fields Sluice sets count. A field present live but absent from the
-desired object (server defaults such as a Deployment's revisionHistoryLimit,
-a Service's clusterIP, a container's terminationMessagePath; metadata the
-server owns: resourceVersion, uid, generation, managedFields,
-creationTimestamp; the whole ``status``) is never drift. So the comparison is
-"is desired a subset of live", with lists compared item by item.
+Two questions, kept apart (a real API server answers neither by value
+comparison alone: it fills defaults, canonicalises quantities, and merges
+keyed lists with other managers' items):
+
+- *Did git change?* Every object Sluice applies carries the fingerprint of
+  its desired content (``sluice.dev/applied``, a hash of the rendered
+  object). A live fingerprint that differs means git changed: apply. The
+  server-side apply then removes what Sluice applied before and omits now
+  (a removed ``resources.limits``, a VirtualService ``mirror`` after a
+  rollback), which no subset comparison could see.
+- *Did someone else change it?* Same fingerprint, but live no longer holds a
+  field Sluice applies: drift, put back and recorded with who did it (the
+  ``managedFields`` manager of the last update). Fields only the server or
+  other managers added (defaults, injected annotations, another manager's
+  keyed list items) are not drift. Quantities compare canonically (``1000m``
+  equals ``1``), keyed lists (containers by name, ports by port) by key.
+
+``spec.replicas`` is yielded to a scaler: once the HPA's manager
+(``kube-controller-manager``, also KEDA's through its HPA) took it in
+``managedFields``, Sluice leaves it out of what it applies. Anyone else's
+change to it (``kubectl scale``) is drift, put back.
 
 ``render_diff`` prints a ``kubectl diff``-style unified YAML diff that plan
 and ``status --live`` reuse.
@@ -16,12 +32,29 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from reconciler.core.model import LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, MANAGED_BY_VALUE
+import hashlib
+import json
+from decimal import Decimal, InvalidOperation
+
+from reconciler.core.model import (
+    FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, MANAGED_BY_VALUE,
+)
 from reconciler.core.serialize import canonical, dump_yaml
 
 SERVER_META = ("resourceVersion", "uid", "generation", "managedFields", "creationTimestamp", "selfLink",
                "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers")
 SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
+APPLIED_ANNOTATION = "sluice.dev/applied"   # fingerprint of the desired object Sluice last applied
+# field managers that scale Deployments: the HorizontalPodAutoscaler (and KEDA, through its HPA) writes
+# replicas as kube-controller-manager. A person's `kubectl scale` is drift, put back.
+SCALERS = frozenset({"kube-controller-manager"})
+# keyed lists a real API server merges across managers (strategic merge keys of the core types)
+MERGE_KEYS = {"containers": ("name",), "initContainers": ("name",), "env": ("name",), "volumes": ("name",),
+              "volumeMounts": ("mountPath",), "imagePullSecrets": ("name",),
+              "ports": (("containerPort", "protocol"), ("port", "protocol"))}
+_QUANTITY_SUFFIX = {"": 1, "m": Decimal("0.001"), "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12,
+                    "P": 10 ** 15, "E": 10 ** 18, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40,
+                    "Pi": 2 ** 50, "Ei": 2 ** 60}
 
 
 class ObjRef(NamedTuple):
@@ -40,11 +73,66 @@ class Action(NamedTuple):
     desired: dict | None
     live: dict | None
     text: str                # unified diff
+    why: str = ""            # create | git | drift | prune
+    by: str = ""             # for drift: the manager that last changed the object
 
 
 def ref_of(obj: Mapping[str, Any]) -> ObjRef:
     meta = obj.get("metadata") or {}
     return ObjRef(obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+
+
+def fingerprint(obj: Mapping[str, Any]) -> str:
+    """A short hash of an object's desired content (without the fingerprint itself)."""
+    meta = dict(obj.get("metadata") or {})
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_ANNOTATION}
+    meta["annotations"] = ann
+    data = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def owners(live: Mapping[str, Any] | None, *path: str) -> set[str]:
+    """Managers owning the field at ``path`` (e.g. "spec", "replicas") per managedFields."""
+    out = set()   # (no path: every manager listed)
+    for entry in ((live or {}).get("metadata") or {}).get("managedFields") or []:
+        node: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            node = node.get(f"f:{key}") if isinstance(node, Mapping) else None
+        if node is not None:
+            out.add(entry.get("manager", ""))
+    return out
+
+
+def yielded(live: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Fields of ``live`` Sluice leaves to another manager: ``replicas`` once a scaler
+    took it (changed it with an update, so Sluice no longer co-owns it)."""
+    if (live or {}).get("kind") != "Deployment":
+        return ()
+    who = owners(live, "spec", "replicas")
+    return ("replicas",) if who & SCALERS and FIELD_MANAGER not in who else ()
+
+
+def stamp(obj: Mapping[str, Any], *, instance: str, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``obj`` as Sluice applies it: its instance label, the fields it yields left
+    out, and the fingerprint of that content."""
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    meta["labels"] = dict(sorted({**(meta.get("labels") or {}), LABEL_INSTANCE: instance}.items()))
+    out["metadata"] = meta
+    give = yielded(live)
+    if give and isinstance(out.get("spec"), Mapping):
+        out["spec"] = {k: v for k, v in out["spec"].items() if k not in give}
+    meta["annotations"] = dict(sorted({**(meta.get("annotations") or {}), APPLIED_ANNOTATION: fingerprint(out)}.items()))
+    return out
+
+
+def last_writer(live: Mapping[str, Any]) -> str:
+    """Who last changed ``live`` other than Sluice, from managedFields (``unknown`` if it does not say)."""
+    entries = [e for e in ((live.get("metadata") or {}).get("managedFields") or [])
+               if e.get("manager") != FIELD_MANAGER and e.get("operation") == "Update"]
+    if not entries:
+        return "unknown"
+    return max(entries, key=lambda e: str(e.get("time", ""))).get("manager") or "unknown"
 
 
 def release_of(obj: Mapping[str, Any]) -> str | None:
@@ -69,15 +157,71 @@ def normalise(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def contains(live: Any, desired: Any) -> bool:
-    """Does ``live`` carry every field of ``desired`` with the same value?"""
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity's value (``500m``, ``1Gi``, ``0.5``, ``1e3``), None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    for suffix in sorted(_QUANTITY_SUFFIX, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            number, scale = text[: -len(suffix)], _QUANTITY_SUFFIX[suffix]
+            break
+    else:
+        number, scale = text, 1
+    try:
+        return Decimal(number) * scale
+    except InvalidOperation:
+        return None
+
+
+def _key_of(item: Mapping[str, Any], key: Any) -> Any:
+    if isinstance(key, tuple):   # (containerPort, protocol): protocol defaults to TCP on the server
+        return (item.get(key[0]), item.get(key[1]) or "TCP")
+    return item.get(key)
+
+
+def _keyed(live: list, desired: list, field: str) -> bool | None:
+    """Keyed-list containment (each desired item found by its merge key); None if not keyed."""
+    keys = MERGE_KEYS.get(field)
+    if not keys or not desired or not all(isinstance(d, dict) for d in desired):
+        return None
+    key = next((k for k in keys if all((k[0] if isinstance(k, tuple) else k) in d for d in desired)), None)
+    if key is None:
+        return None
+    by_key = {_key_of(item, key): item for item in live if isinstance(item, dict)}
+    return all(_key_of(d, key) in by_key and contains(by_key[_key_of(d, key)], d, field) for d in desired)
+
+
+def contains(live: Any, desired: Any, field: str = "", *, keyed: bool = True) -> bool:
+    """Does ``live`` carry every field of ``desired`` with the same value, as a
+    server that defaults, canonicalises quantities and merges keyed lists stores it?"""
     if isinstance(desired, dict):   # plain dicts from JSON/YAML: cheaper than the Mapping ABC
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, dict) and all(k in live and contains(live[k], v, k, keyed=keyed)
+                                              for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
-    if isinstance(desired, (int, float)) and isinstance(live, (int, float)) and not isinstance(desired, bool):
-        return float(desired) == float(live)
-    return live == desired
+        if not isinstance(live, list):
+            return False
+        by_key = _keyed(live, desired, field) if keyed else None
+        if by_key is not None:
+            return by_key
+        return len(live) == len(desired) and all(contains(lv, dv, field, keyed=keyed) for lv, dv in zip(live, desired))
+    if live == desired:
+        return True
+    if isinstance(desired, (int, float, str)) and not isinstance(desired, bool) and type(live) is not bool:
+        if isinstance(desired, str) and isinstance(live, str) and field not in ("cpu", "memory", "ephemeral-storage") \
+                and not field.startswith(("hugepages-", "requests.", "limits.")):
+            return False   # only resource amounts are canonicalised by the server
+        a, b = quantity(desired), quantity(live)
+        return a is not None and a == b
+    return False
+
+
+def _istio(obj: Mapping[str, Any]) -> bool:
+    return str(obj.get("apiVersion", "")).startswith("networking.istio.io/")
 
 
 def _project(live: Any, desired: Any) -> Any:
@@ -110,15 +254,20 @@ def diff(desired: Iterable[Mapping[str, Any]], live: Mapping[ObjRef, Mapping[str
     for ref, obj in sorted(wanted.items()):
         cur = live.get(ref)
         if cur is None:
-            actions.append(Action("create", ref, obj, None, unified(ref, None, obj)))
-        elif not contains(cur, obj):
-            actions.append(Action("update", ref, obj, dict(cur), unified(ref, cur, obj)))
+            actions.append(Action("create", ref, obj, None, unified(ref, None, obj), "create"))
+            continue
+        applied = ((cur.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
+        stamped = ((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
+        if stamped is not None and applied != stamped:
+            actions.append(Action("update", ref, obj, dict(cur), unified(ref, cur, obj), "git"))
+        elif not contains(cur, obj, keyed=not _istio(obj)):
+            actions.append(Action("update", ref, obj, dict(cur), unified(ref, cur, obj), "drift", last_writer(cur)))
     for ref, obj in sorted(live.items()):
         owner = release_of(obj)
         if ref in wanted or owner is None or owner in keep:
             continue   # wanted, not ours, or its release is invalid and left as it runs
         # ours and not wanted: its release left git, or a retired version of a known one
-        actions.append(Action("delete", ref, None, dict(obj), unified(ref, obj, None)))
+        actions.append(Action("delete", ref, None, dict(obj), unified(ref, obj, None), "prune"))
     return actions
 
 

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import schema, tenancy
+from reconciler.core import podsecurity, policy as policies, schema, tenancy
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
-    BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps,
+    BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
 )
 from reconciler.core.parse import Locator, YamlProblem, decode, parse
 
@@ -87,15 +87,6 @@ def _path_problems(path: str) -> list[str]:
     return out
 
 
-def _target_container(spec: Mapping[str, Any]) -> str | None:
-    containers = [c.get("name") for c in (spec.get("template") or {}).get("containers") or [] if isinstance(c, dict)]
-    target = spec.get("target") or {}
-    svc = (spec.get("service") or {}).get("name")
-    if target.get("container"):
-        return target["container"] if target["container"] in containers else None
-    return next((c for c in containers if c == svc), containers[0] if len(containers) == 1 else None)
-
-
 def _durations(doc: Mapping[str, Any]) -> list[_Raw]:
     """Duration strings the schema pattern let through but that do not parse."""
     out: list[_Raw] = []
@@ -134,7 +125,7 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
             continue
         if "steps" in block and ("stepWeight" in block or "maxWeight" in block):
             out.append((base + ("steps",), "use either steps or stepWeight/maxWeight, not both", True))
-        steps = block.get("steps") or []
+        steps = canary_steps(block) if block.get("steps") else []
         for i in range(1, len(steps)):
             if steps[i] <= steps[i - 1]:
                 out.append((base + ("steps", i),
@@ -144,7 +135,7 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
                         f"stepWeight {block['stepWeight']} is above maxWeight {block.get('maxWeight', 50)}", False))
         if kind == "canary" and not canary_steps(block):
             out.append((base, "canary has no steps", True))
-    if _target_container(spec) is None:
+    if target_container(spec, meta["name"]) is None:
         want = (spec.get("target") or {}).get("container")
         msg = (f"the pod template has no container named {want!r}" if want else
                "cannot tell which container gets the target image: name one container like the "
@@ -157,6 +148,44 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
                         f"{len(canary_steps(strategy['canary']))} steps", False))
     out += _durations(doc)
     return out
+
+
+def config_folder(path: str) -> str:
+    """Where a release's ``spec.config.files`` live: ``releases/<ns>/<name>/``."""
+    return path.rsplit(".", 1)[0] + "/"
+
+
+def is_config_path(path: str, files: Mapping[str, Any]) -> bool:
+    """A file under ``releases/<ns>/<name>/`` next to ``releases/<ns>/<name>.yaml``: config, not a release."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[0] != "releases":
+        return False
+    stem = "/".join(parts[:3])
+    return f"{stem}.yaml" in files or f"{stem}.yml" in files
+
+
+def _config_files(rel: Release, files: Mapping[str, bytes]) -> tuple[dict[str, str], list[_Raw]]:
+    """The text of each ``spec.config.files`` entry, read from the release's config folder."""
+    cfg = rel.spec.get("config") or {}
+    folder = config_folder(rel.path)
+    out: dict[str, str] = {}
+    raw: list[_Raw] = []
+    keys = {str(k) for k in cfg.get("data") or {}}
+    for i, name in enumerate(cfg.get("files") or []):
+        where = ("spec", "config", "files", i)
+        data = files.get(folder + name)
+        key = name.rsplit("/", 1)[-1]
+        if data is None:
+            raw.append((where, f"config file {folder + name} does not exist", False))
+        elif key in keys:
+            raw.append((where, f"config key {key!r} is given twice (files and data, or two files)", False))
+        else:
+            try:
+                out[name] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raw.append((where, f"config file {folder + name} is not UTF-8 text", False))
+        keys.add(key)
+    return out, raw
 
 
 def _load_file(path: str, data: bytes) -> _FileResult:
@@ -188,7 +217,9 @@ def _locate(path: str, data: bytes, raw: list[_Raw], release: str) -> list[Probl
     return sorted(out, key=lambda pr: (pr.line, pr.col))
 
 
-def _settings(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[Problem]]:
+def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[Problem]]:
+    """The repo's settings, or (an empty dict and) their located problems: the
+    caller then holds every release (invariant 9), never runs on a default."""
     data = files.get(SETTINGS_FILE)
     if data is None:
         return {}, []
@@ -200,10 +231,24 @@ def _settings(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[Problem]
         return {}, []
     if not isinstance(doc, dict):
         return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
-    raw = list(schema.errors("sluice", doc))
+    raw = list(schema.errors("sluice", doc)) or policies.widening(doc, policy)
+    raw = [(p, _settings_message(p, m), k) for p, m, k in raw]
     if raw:
         return {}, _locate(SETTINGS_FILE, data, raw, "")
     return doc, []
+
+
+def _settings_message(path: tuple[Any, ...], message: str) -> str:
+    """Schema messages about sluice.yaml's security fields, worded for people."""
+    if path == ("trust",):
+        return ("trust anchors are not read from the repo (a commit could vouch for itself): configure "
+                "--trust-* or the policy file's trust:, and remove this block")
+    if path == ("providers", "prometheus") and "should not be valid" in message:
+        return "providers.prometheus: set tokenFile or basicAuth, not both"
+    if path == ("providers", "prometheus", "headers") and "should not be valid" in message:
+        return ("providers.prometheus.headers: Authorization, Host, Cookie and Content-Length cannot be set "
+                "here (use tokenFile or basicAuth)")
+    return message
 
 
 def _metric_problems(rel: Release, settings: Mapping[str, Any]) -> list[_Raw]:
@@ -222,22 +267,22 @@ def _metric_problems(rel: Release, settings: Mapping[str, Any]) -> list[_Raw]:
 
 
 def _host_keys(rel: Release) -> list[tuple[tuple[Any, ...], str]]:
-    fqdn = f"{rel.service_name}.{rel.namespace}.svc.cluster.local"
-    keys = [(("spec", "service", "name") if "name" in rel.service else ("spec", "service"), fqdn)]
+    keys = [(("spec", "service", "name") if "name" in rel.service else ("spec", "service"), rel.fqdn)]
     for i, host in enumerate(rel.service.get("hosts") or []):
         if host != rel.service_name:
-            keys.append((("spec", "service", "hosts", i), host if "." in host else f"{host}.{rel.namespace}.svc.cluster.local"))
+            keys.append((("spec", "service", "hosts", i), host_fqdn(host, rel.namespace)))
     return keys
 
 
 def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
-               blobs: Mapping[str, str] | None = None) -> RepoLoad:
-    """Load every release under ``releases/`` and ``sluice.yaml`` from ``files``."""
-    settings, problems = _settings(files)
+               blobs: Mapping[str, str] | None = None, policy: Mapping[str, Any] | None = None) -> RepoLoad:
+    """Load every release under ``releases/`` and ``sluice.yaml`` from ``files``,
+    within the controller's ``policy`` (see ``core.policy``) when there is one."""
+    settings, problems = _settings(files, policy)
     out = RepoLoad(settings=settings)
     pending: dict[str, tuple[bytes, list[_Raw], Any]] = {}
     candidates: list[Release] = []
-    for path in sorted(p for p in files if is_release_path(p)):
+    for path in sorted(p for p in files if is_release_path(p) and not is_config_path(p, files)):
         data = files[path]
         bad_path = _path_problems(path)
         if bad_path:
@@ -257,6 +302,9 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
         raw = list(res.raw)
         if res.schema_ok:
             raw += _metric_problems(rel, settings)
+            if (rel.spec.get("config") or {}).get("files"):
+                config, bad_config = _config_files(rel, files)
+                rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config
         if raw:
             pending[path] = (data, raw, res.doc)
         else:
@@ -264,7 +312,7 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
     # Cross-file: tenancy first, so a release reaching into another team's hosts
     # is refused and cannot take the rightful owner down with it in a host clash.
     clashes: dict[str, list[_Raw]] = {}
-    for rel, path, message in tenancy.check(candidates, settings):
+    for rel, path, message in tenancy.check(candidates, settings, policy) + podsecurity.check(candidates, policy):
         clashes.setdefault(rel.path, []).append((path, message, False))
     # A service host is claimed by one release only; both claimants are refused.
     claims: dict[str, list[tuple[Release, tuple[Any, ...]]]] = {}
@@ -286,7 +334,26 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
         release = (f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict)
                    and meta.get("name") and meta.get("namespace") else key_from_path(path))
         out.invalid[path] = _locate(path, data, raw, release)
+    if problems:   # invalid settings hold every release as it runs: no default, no "no rules"
+        _hold_all(out, problems[0])
     for path in sorted(out.invalid):
         problems.extend(out.invalid[path])
     out.problems = problems
     return out
+
+
+def _hold_all(out: RepoLoad, first: Problem) -> None:
+    """Every release becomes invalid (so it is left as it runs, never changed or pruned)."""
+    why = f"held: {SETTINGS_FILE} is invalid: {first}"
+    for rel in out.releases:
+        out.invalid[rel.path] = [Problem(rel.path, why, (), 1, 1, rel.key)]
+    for path, found in out.invalid.items():
+        if not any(p.message == why for p in found):
+            found.append(Problem(path, why, (), 1, 1, found[0].release if found else key_from_path(path)))
+    out.releases = []
+
+
+def locate(path: str, data: bytes, doubts: list[tuple[tuple[Any, ...], str]], release: str) -> list[Problem]:
+    """Problems at file:line:col for ``doubts`` (a JSON path into the document and
+    a message each), found by other parts of the core (e.g. an untrusted status)."""
+    return _locate(path, data, [(p, message, False) for p, message in doubts], release)

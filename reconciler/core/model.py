@@ -22,6 +22,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "sluice"
 LABEL_RELEASE = "sluice.dev/release"          # release name
 LABEL_RELEASE_NS = "sluice.dev/release-namespace"
+LABEL_INSTANCE = "sluice.dev/instance"        # which Sluice installation applied it (--instance)
+DEFAULT_INSTANCE = "sluice"
 LABEL_VERSION = "version"
 LABEL_APP = "app"
 FIELD_MANAGER = "sluice"
@@ -32,6 +34,8 @@ PHASES = (
     "Idle", "Progressing", "Paused", "WaitingApproval", "Promoted",
     "RolledBack", "Aborted", "Failed", "Invalid",
 )
+LIVE_PHASES = ("Progressing", "Paused", "WaitingApproval")   # a new version is rolling out
+DOWN_PHASES = ("RolledBack", "Aborted", "Failed")             # the last rollout was rolled back
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
 
 DEFAULT_MAX_FAILED_CHECKS = 3
@@ -47,6 +51,7 @@ class Release:
     path: str                      # repo-relative, e.g. releases/bookinfo/reviews.yaml
     doc: Mapping[str, Any]         # the whole parsed document (plain data)
     blob: str = ""                 # content id (git blob sha or a hash); caches key on it
+    files: Mapping[str, str] = field(default_factory=dict)   # spec.config.files name -> text (the loader reads them)
 
     # --- identity -------------------------------------------------------
     @property
@@ -78,6 +83,16 @@ class Release:
     @property
     def service_name(self) -> str:
         return self.service.get("name") or self.name
+
+    @property
+    def fqdn(self) -> str:
+        """The cluster-local host of the release's Service."""
+        return host_fqdn(self.service_name, self.namespace)
+
+    @property
+    def target_container(self) -> str | None:
+        """The container that gets ``spec.target.image`` (None when it cannot be told)."""
+        return target_container(self.spec, self.name)
 
     @property
     def hosts(self) -> list[str]:
@@ -124,22 +139,52 @@ class Release:
             doc.pop("status", None)
         else:
             doc["status"] = status
-        return Release(path=self.path, doc=doc, blob=self.blob)
+        return Release(path=self.path, doc=doc, blob=self.blob, files=self.files)
 
     def seconds(self, value: Any, default: str) -> float:
         """A duration field, falling back to ``default``."""
         return parse_duration(value if value is not None else default)
 
 
+def host_fqdn(host: str, namespace: str) -> str:
+    """A service host as Istio resolves it from ``namespace``: a short name is a
+    Service of that namespace; a name with dots is taken as written."""
+    return host if "." in host else f"{host}.{namespace}.svc.cluster.local"
+
+
+def target_container(spec: Mapping[str, Any], release_name: str = "") -> str | None:
+    """Which container of ``spec.template`` runs ``spec.target.image``: the one
+    ``target.container`` names, else the one named like the service (whose name
+    defaults to the release's), else the only one. None when the spec does not
+    say; the loader reports that, so a loaded Release always has one."""
+    containers = [c.get("name") for c in (spec.get("template") or {}).get("containers") or [] if isinstance(c, dict)]
+    target = spec.get("target") or {}
+    if target.get("container"):
+        return target["container"] if target["container"] in containers else None
+    svc = (spec.get("service") or {}).get("name") or release_name
+    return next((c for c in containers if c == svc), containers[0] if len(containers) == 1 else None)
+
+
 def canary_steps(strategy: Mapping[str, Any]) -> list[int]:
     """Step weights of a canary: explicit ``steps`` or ``stepWeight`` up to ``maxWeight``."""
     if strategy.get("steps"):
-        return [int(w) for w in strategy["steps"]]
+        return [int(w["weight"]) if isinstance(w, Mapping) else int(w) for w in strategy["steps"]]
     step = int(strategy.get("stepWeight", 10))
     top = int(strategy.get("maxWeight", 50))
     if step <= 0:
         return []
     return list(range(step, top + 1, step))
+
+
+def canary_step_specs(strategy: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each canary step as ``{weight, pause?, approval?}``: a plain number in
+    ``steps`` is ``{weight: n}``; ``{weight: 20, pause: 10m}`` holds that step
+    10m (instead of ``interval``) before its check; ``approval: true`` waits for
+    ``sluice approve --step N`` before the step starts."""
+    raw = strategy.get("steps") or []
+    if not raw:
+        return [{"weight": w} for w in canary_steps(strategy)]
+    return [dict(s) if isinstance(s, Mapping) else {"weight": int(s)} for s in raw]
 
 
 @dataclass(frozen=True)

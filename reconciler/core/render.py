@@ -25,14 +25,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from reconciler.core import revision
 from reconciler.core.model import (
-    LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
-    MANAGED_BY_VALUE, Release,
+    DOWN_PHASES, LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
+    LIVE_PHASES, MANAGED_BY_VALUE, Release,
 )
 
 ISTIO_API = "networking.istio.io/v1"
-LIVE_PHASES = ("Progressing", "Paused", "WaitingApproval")
-DOWN_PHASES = ("RolledBack", "Aborted", "Failed")
 
 
 def ownership_labels(rel: Release) -> dict[str, str]:
@@ -40,7 +39,7 @@ def ownership_labels(rel: Release) -> dict[str, str]:
 
 
 def service_host(rel: Release) -> str:
-    return f"{rel.service_name}.{rel.namespace}.svc.cluster.local"
+    return rel.fqdn
 
 
 def _meta(rel: Release, name: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -48,49 +47,90 @@ def _meta(rel: Release, name: str, extra: Mapping[str, str] | None = None) -> di
     return {"name": name, "namespace": rel.namespace, "labels": dict(sorted(labels.items()))}
 
 
+def _named(e: Mapping[str, Any]) -> dict[str, str]:
+    return {"version": e["version"], "image": e.get("image", ""), "revision": revision.name_of(e)}
+
+
 def stable_version(rel: Release) -> dict[str, str]:
-    """The version serving by default: status.stable, or the target on a first deploy."""
+    """The revision serving by default: status.stable, or the target on a first deploy.
+    ``revision`` names its Deployment ``<name>-<revision>``, label and subset."""
     stable = rel.status.get("stable")
     if stable and stable.get("version"):
-        return {"version": stable["version"], "image": stable.get("image", "")}
-    return {"version": rel.target["version"], "image": rel.target["image"]}
+        return _named(stable)
+    return _named(revision.target(rel))
 
 
 def new_version(rel: Release) -> dict[str, str] | None:
-    """The version being rolled out, while a rollout is live."""
+    """The revision being rolled out, while a rollout is live."""
     canary = rel.status.get("canary")
     if canary and canary.get("version") and rel.status.get("phase") in LIVE_PHASES:
-        return {"version": canary["version"], "image": canary.get("image", "")}
+        return _named(canary)
     return None
 
 
 def target_container(rel: Release) -> str | None:
-    names = [c["name"] for c in rel.spec["template"]["containers"]]
-    want = rel.target.get("container")
-    if want:
-        return want
-    if rel.service_name in names:
-        return rel.service_name
-    return names[0] if len(names) == 1 else None
+    return rel.target_container
 
 
 def _pod_template(rel: Release, version: str, image: str) -> dict[str, Any]:
-    tmpl = rel.spec["template"]
+    """The pod template of revision ``version`` (a revision name): the template and
+    config it runs (its status snapshot, or the spec for the target revision), its image."""
+    runs = revision.runs(rel, version)
+    tmpl = runs["template"]
     labels = {**(tmpl.get("labels") or {}), LABEL_APP: rel.service_name, LABEL_VERSION: version}
     pod_spec = {k: copy.deepcopy(v) for k, v in tmpl.items() if k not in ("labels", "annotations")}
-    which = target_container(rel)
+    which = runs.get("container") or target_container(rel)
     for container in pod_spec["containers"]:
         if container["name"] == which:
             container["image"] = image
+    if runs.get("config") is not None:
+        _mount_config(rel, pod_spec, which, runs["config"])
     meta: dict[str, Any] = {"labels": dict(sorted(labels.items()))}
+    # the name a person gave stays readable; a derived or suffixed name is said too
     annotations = {**(tmpl.get("annotations") or {}), "sluice.dev/version": version}
+    if runs["version"] != version:
+        annotations["sluice.dev/target-version"] = str(runs["version"])
     meta["annotations"] = dict(sorted(annotations.items()))
     return {"metadata": meta, "spec": pod_spec}
 
 
+def _mount_config(rel: Release, pod_spec: dict[str, Any], which: str | None, config: Mapping[str, Any]) -> None:
+    """Point the target container at its revision's ConfigMap: a volume at
+    ``config.mountPath`` when given, else ``envFrom`` (each key an env variable)."""
+    name = revision.configmap_name(rel, config.get("data") or {})
+    for container in pod_spec["containers"]:
+        if container["name"] != which:
+            continue
+        if config.get("mountPath"):
+            mounts = container.setdefault("volumeMounts", [])
+            mounts.append({"name": revision.CONFIG_VOLUME, "mountPath": config["mountPath"], "readOnly": True})
+        else:
+            container.setdefault("envFrom", []).append({"configMapRef": {"name": name}})
+    if config.get("mountPath"):
+        pod_spec.setdefault("volumes", []).append({"name": revision.CONFIG_VOLUME, "configMap": {"name": name}})
+
+
+def _configmaps(rel: Release, names: list[str]) -> list[dict[str, Any]]:
+    """One ConfigMap per distinct config of the rendered revisions: each keeps its own
+    until its revision is gone, so an old revision never sees the new config."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        config = revision.runs(rel, name).get("config")
+        if config is None:
+            continue
+        data = dict(config.get("data") or {})
+        cm = revision.configmap_name(rel, data)
+        out[cm] = {"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": _meta(rel, cm, {LABEL_APP: rel.service_name}), "data": data}
+    return [out[k] for k in sorted(out)]
+
+
 def _deployment(rel: Release, name: str, version: str, image: str, replicas: int,
                 strategy: dict[str, Any] | None = None) -> dict[str, Any]:
-    selector = {LABEL_APP: rel.service_name, LABEL_VERSION: version}
+    # spec.selector is immutable for the life of a Deployment: it names only what never
+    # changes for that name (a per-version Deployment's version is part of its name; an
+    # in-place one, rolling or recreate, keeps its version in pod template labels only)
+    selector = {LABEL_APP: rel.service_name} if strategy else {LABEL_APP: rel.service_name, LABEL_VERSION: version}
     spec: dict[str, Any] = {
         "replicas": replicas,
         "selector": {"matchLabels": selector},
@@ -196,15 +236,15 @@ def _destination_rule(rel: Release, versions: list[str]) -> dict[str, Any]:
 
 def _plain(rel: Release) -> list[dict[str, Any]]:
     """rolling / recreate: one Deployment updated in place, outside the mesh."""
-    live = rel.status.get("canary") if rel.status.get("phase") in LIVE_PHASES else None
-    ver = live if live and live.get("version") else stable_version(rel)
+    ver = new_version(rel) or stable_version(rel)
     if rel.strategy_kind == "recreate":
         strategy: dict[str, Any] = {"type": "Recreate"}
     else:
         rolling = {k: rel.strategy[k] for k in ("maxSurge", "maxUnavailable") if k in rel.strategy}
         strategy = {"type": "RollingUpdate", **({"rollingUpdate": rolling} if rolling else {})}
     objs = [_service(rel)] if rel.service.get("create", True) else []
-    objs.append(_deployment(rel, rel.name, ver["version"], ver["image"], rel.replicas, strategy))
+    objs += _configmaps(rel, [ver["revision"]])
+    objs.append(_deployment(rel, rel.name, ver["revision"], ver["image"], rel.replicas, strategy))
     return objs
 
 
@@ -212,25 +252,27 @@ def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[
     """The desired objects of ``release``: Service, Deployments, DestinationRule, VirtualService."""
     if not release.is_mesh:
         return _plain(release)
+    # every name below is a revision name (revision.py): Deployment <name>-<revision>, label, subset
     stable = stable_version(release)
     new = new_version(release)
-    if new and new["version"] == stable["version"]:
-        new = None  # a retarget to the stable version itself: nothing to roll
-    deployments = {stable["version"]: (stable["image"], release.replicas)}
+    if new and new["revision"] == stable["revision"]:
+        new = None  # a retarget to the stable revision itself: nothing to roll
+    deployments = {stable["revision"]: (stable["image"], release.replicas)}
     retiring = release.status.get("retiring")
-    if retiring and retiring.get("version") and retiring["version"] not in deployments:
-        deployments[retiring["version"]] = (retiring.get("image", ""), release.replicas)
+    if retiring and retiring.get("version") and revision.name_of(retiring) not in deployments:
+        deployments[revision.name_of(retiring)] = (retiring.get("image", ""), release.replicas)
     down = release.status.get("rolledBack")
     if down and down.get("version") and release.status.get("phase") in DOWN_PHASES \
-            and down["version"] not in deployments:
-        deployments[down["version"]] = (down.get("image", ""), 0)
+            and revision.name_of(down) not in deployments:
+        deployments[revision.name_of(down)] = (down.get("image", ""), 0)
     if new:
-        deployments[new["version"]] = (new["image"], release.replicas)
+        deployments[new["revision"]] = (new["image"], release.replicas)
     objs = [_service(release)] if release.service.get("create", True) else []
-    for version in sorted(deployments):
-        image, replicas = deployments[version]
-        objs.append(_deployment(release, f"{release.name}-{version}", version, image, replicas))
+    objs += _configmaps(release, sorted(deployments))
+    for name in sorted(deployments):
+        image, replicas = deployments[name]
+        objs.append(_deployment(release, f"{release.name}-{name}", name, image, replicas))
     objs.append(_destination_rule(release, list(deployments)))
-    objs.append(_virtual_service(release, stable["version"], new["version"] if new else None))
+    objs.append(_virtual_service(release, stable["revision"], new["revision"] if new else None))
     return objs
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -20,9 +21,13 @@ from reconciler import logs
 from reconciler.adapters.gitrepo import Credentials, GitRepo, Identity
 from reconciler.adapters.prometheus import Prometheus
 from reconciler.adapters.trust import TrustPolicy, signing_config
+from reconciler.cli.policyfile import read_policy
 from reconciler.controller import Controller, GitTarget
 from reconciler.core.durations import parse_duration
 from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _opt(*names, env, **kw):
@@ -35,11 +40,13 @@ def _secret(value: str | None, file: str | None) -> str | None:
     return value or None
 
 
-def build_target(target: str, kubeconfig: str | None, context: str | None):
+def build_target(target: str, kubeconfig: str | None, context: str | None, *, instance: str = "sluice",
+                 inventory_namespace: str = "sluice-system"):
     if target == "git":
         return GitTarget()
     from reconciler.adapters.cluster import Cluster, KubernetesTarget
-    return KubernetesTarget(Cluster.connect(kubeconfig=kubeconfig, context=context))
+    return KubernetesTarget(Cluster.connect(kubeconfig=kubeconfig, context=context), instance=instance,
+                            inventory_namespace=inventory_namespace)
 
 
 @click.command()
@@ -60,6 +67,10 @@ def build_target(target: str, kubeconfig: str | None, context: str | None):
 @_opt("--author-email", env="AUTHOR_EMAIL", default="sluice@localhost", help="Author email of Sluice's commits.")
 @_opt("--kubeconfig", env="KUBECONFIG_PATH", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
 @_opt("--context", env="CONTEXT", default=None, help="kubeconfig context.")
+@_opt("--instance", env="INSTANCE", default="sluice",
+      help="This installation's name: labels every object it applies; it lists and prunes only its own.")
+@_opt("--inventory-namespace", env="INVENTORY_NAMESPACE", default="sluice-system",
+      help="Namespace of the ConfigMap sluice-inventory-<instance> recording where this instance applied objects.")
 @_opt("--leader-election/--no-leader-election", env="LEADER_ELECTION", default=False,
       help="Run several replicas; only the holder of a coordination.k8s.io Lease writes.")
 @_opt("--lease-namespace", env="LEASE_NAMESPACE", default="sluice-system", help="Namespace of the leader Lease.")
@@ -71,14 +82,17 @@ def build_target(target: str, kubeconfig: str | None, context: str | None):
 @_opt("--trust-openpgp-key", env="TRUST_OPENPGP_KEYS", multiple=True, default=(),
       help="Armored OpenPGP public key file of a trusted signer (repeatable).")
 @_opt("--trust-since", env="TRUST_SINCE", default=None, help="Require signatures only on commits after this one.")
+@_opt("--policy-file", env="POLICY_FILE", default=None,
+      help="The controller's policy (tenancy, trust, pod-security exceptions): a mounted file the repo cannot "
+           "edit; sluice.yaml may only narrow it. Invalid: Sluice refuses to start.")
 @_opt("--signing-key", env="SIGNING_KEY", default=None, help="Sign Sluice's commits with this SSH key file (or GPG key id).")
 @_opt("--signing-format", env="SIGNING_FORMAT", type=click.Choice(["ssh", "openpgp"]), default="ssh", help="Format of --signing-key.")
 @_opt("--log-format", env="LOG_FORMAT", type=click.Choice(["kv", "json"]), default="kv", help="Log line format.")
 @_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
             webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
-            context, leader_election, lease_namespace, lease_name, lease_duration, identity,
-            trust_ssh_allowed_signers, trust_openpgp_key, trust_since, signing_key, signing_format,
+            context, instance, inventory_namespace, leader_election, lease_namespace, lease_name, lease_duration, identity,
+            trust_ssh_allowed_signers, trust_openpgp_key, trust_since, policy_file, signing_key, signing_format,
             log_format, log_level) -> int:
     """Run the controller: sync, decide, commit, apply, repeat."""
     creds = Credentials.from_env()
@@ -90,8 +104,14 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         workdir = os.path.join(tempfile.gettempdir(), "sluice-" + hashlib.sha1(f"{url}@{branch}".encode()).hexdigest()[:12])
     git = GitRepo(url, workdir, branch, credentials=creds, author=Identity(author_name, author_email),
                   sign_config=signing_config(signing_key, signing_format) if signing_key else None)
-    trust = TrustPolicy(tuple(trust_openpgp_key), trust_ssh_allowed_signers, trust_since,
-                        home=os.path.join(workdir + "-gnupg"))
+    policy = read_policy(policy_file)
+    anchors = (policy or {}).get("trust") or {}
+    if trust_ssh_allowed_signers and anchors.get("sshAllowedSigners") not in (None, trust_ssh_allowed_signers):
+        raise click.ClickException("--trust-ssh-allowed-signers and the policy file's trust.sshAllowedSigners "
+                                   "name different files: keep one")
+    trust = TrustPolicy(tuple(dict.fromkeys([*trust_openpgp_key, *(anchors.get("openpgpKeys") or [])])),
+                        trust_ssh_allowed_signers or anchors.get("sshAllowedSigners"),
+                        trust_since or anchors.get("since"), home=os.path.join(workdir + "-gnupg"))
     metrics = Metrics()
     elector = None
     if leader_election:
@@ -102,9 +122,13 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
                                 lease_name, identity or socket.gethostname(),
                                 lease_duration=parse_duration(lease_duration))
         elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
-    controller = Controller(git, build_target(target, kubeconfig, context),
+    if not DNS_LABEL.match(instance or ""):
+        raise click.BadParameter(f"{instance!r} is not a DNS label (a-z, 0-9, '-', at most 63)", param_hint="--instance")
+    controller = Controller(git, build_target(target, kubeconfig, context, instance=instance,
+                                              inventory_namespace=inventory_namespace),
                             prometheus=Prometheus(prometheus) if prometheus else None,
                             can_write=elector.is_leader if elector else (lambda: True), trust=trust)
+    controller.policy = policy
     if once:
         t0 = time.monotonic()
         report = controller.run_pass()
@@ -127,7 +151,7 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         if not report.error:
             runner.first_sync_ok = True
             runner.last_ok = time.monotonic()
-        return 1.0 if report.outcomes and any(o.phase in ("Progressing", "WaitingApproval") for o in report.outcomes.values()) else None
+        return report.next_pass_in   # the earliest moment a release asked to be looked at again
 
     poll = parse_duration(interval)
     runner = Runner(one_pass, poll_interval=poll, min_gap=0.5)

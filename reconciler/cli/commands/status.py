@@ -26,13 +26,15 @@ import yaml
 
 from reconciler.cli.common import find_release
 from reconciler.cli.source import open_source
+from reconciler.core import revision
 from reconciler.core.decide import stages
 from reconciler.core.durations import parse_duration
 from reconciler.core.loader import key_from_path
+from reconciler.core.model import DOWN_PHASES, LIVE_PHASES
 
 STATUS_API = "sluice.dev/status/v1"
-DOWN = ("RolledBack", "Aborted", "Failed")
-LIVE = ("Progressing", "Paused", "WaitingApproval")
+DOWN = DOWN_PHASES
+LIVE = LIVE_PHASES
 
 
 def _age(at: str | None, now: datetime) -> str:
@@ -56,13 +58,15 @@ def rows(source) -> list[dict]:
     for rel in loaded.releases:
         st = rel.status
         last = changes.get(rel.path)
+        # revisions as people read them: the version, or the revision name when it says more (v2-1a2b3c4d)
+        stable, canary, target = st.get("stable") or {}, st.get("canary") or {}, revision.target(rel)
         out.append({
             "namespace": rel.namespace, "name": rel.name, "strategy": rel.strategy_kind,
             "phase": st.get("phase") or "Pending", "weight": st.get("weight", 0), "step": st.get("step", 0),
-            "steps": len(stages(rel)), "stable": (st.get("stable") or {}).get("version"),
-            "new": (st.get("canary") or {}).get("version") or (
-                rel.target["version"] if rel.target["version"] != (st.get("stable") or {}).get("version") else None),
-            "target": rel.target["version"], "message": st.get("message"),
+            "steps": len(stages(rel)), "stable": revision.display(stable) if stable.get("version") else None,
+            "new": (revision.display(canary) if canary.get("version") else None) or (
+                revision.display(target) if not revision.same(target, stable) else None),
+            "target": revision.display(target), "message": st.get("message"),
             "lastChange": {"author": last[0], "at": last[1]} if last else None,
             "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": []})
     for path, problems in loaded.invalid.items():
