@@ -33,9 +33,10 @@ from reconciler.adapters.prometheus import Prometheus, from_settings as promethe
 from reconciler.core import analysis
 from reconciler.core import manifests, observed
 from reconciler.core import revision
-from reconciler.core.decide import Decision, Observations, analysis_due, decide, interval, iso, stages, wake_in
+from reconciler.core.decide import (
+    Decision, Observations, analysis_due, decide, interval, iso, status_doubts, wake_in,
+)
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
-from reconciler.core.trusted import status_problems
 from reconciler.core.messages import format_commit
 from reconciler.core.model import Event, Problem, Readiness, Release, RepoLoad
 from reconciler.core.render import render
@@ -313,7 +314,7 @@ class Controller:
         running = None
         if self.target.name != "git":
             running = [v["version"] for v in observed.running(rel, self.target.objects_of(rel.key)) if v["replicas"]]
-        doubts = status_problems(rel, [stage.weight for stage in stages(rel)], now, running)
+        doubts = status_doubts(rel, now, running)
         return locate(rel.path, files.get(rel.path, b""), doubts, rel.key) if doubts else []
 
     def _running(self, rel: Release, tip_files: Mapping[str, bytes]) -> tuple[dict, ...]:

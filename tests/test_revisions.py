@@ -271,3 +271,86 @@ def test_an_old_approval_does_not_approve_new_content_of_the_same_version():
     assert d.status["phase"] == "WaitingApproval" and d.status["waitingFor"] == "promotion"
     name = d.status["canary"]["revision"]
     assert d.tick(approve=f"{name}@promotion").event.action == "promote"
+
+
+# --- found by review: each of these reproduced before its fix ---------------------
+def test_a_version_name_given_back_to_new_content_never_renders_the_old_snapshot():
+    d = deployed()
+    old = copy.deepcopy(d.rel.spec["template"])
+    old["containers"][0]["env"] = [{"name": "A", "value": "old"}]
+    change(d, target={"version": "v3", "image": "example.com/reviews:v3"}, template=old)
+    walk(d)
+    change(d, target={"version": "v4", "image": "example.com/reviews:v4"})
+    walk(d)
+    d.tick(seconds=100)
+    new = copy.deepcopy(old)
+    new["containers"][0]["env"] = [{"name": "A", "value": "NEW"}]
+    change(d, target={"version": "v3", "image": "example.com/reviews:v3"}, template=new)
+    d.tick()
+    canary = d.status["canary"]["revision"]
+    assert canary != "v3"                                  # the name v3 ran other content
+    assert env_of(objects(d, "Deployment")[f"reviews-{canary}"]) == [{"name": "A", "value": "NEW"}]
+
+
+def test_an_emergency_request_acts_once_whatever_follows():
+    from reconciler.cli.commands.rollback import request
+    d = deployed()
+    for v in ("v3", "v4"):
+        change(d, target={"version": v, "image": f"example.com/reviews:{v}"})
+        walk(d)
+        d.tick(seconds=100)
+    first = request(d.rel, None)
+    d.tick(seconds=1, rollback=first)
+    d.tick(seconds=100)
+    assert d.status["stable"]["revision"] == "v3" and "v4" not in [p["revision"] for p in d.status["previous"]]
+    second = request(d.rel, None)                    # again: further back, never to what was rolled back from
+    assert not second.startswith("v4")
+    # a new rollout promotes; the old request left in spec.rollback does not fire again
+    change(d, target={"version": "v5", "image": "example.com/reviews:v5"})
+    walk(d)
+    for _ in range(3):
+        dec = d.tick(seconds=61)
+        assert dec.event is None or dec.event.action != "rollback", dec.event
+    assert d.status["stable"]["revision"] == "v5"
+
+
+def test_a_used_promote_full_never_skips_the_analysis_of_later_content():
+    d = deployed(target={"version": "v1", "image": "example.com/reviews:v1"})
+    change(d, target={"version": "v2", "image": "example.com/reviews:v2"})
+    d.tick()
+    d.tick()
+    assert d.tick(promote="v2").event.action == "promote"
+    d.tick(seconds=100)
+    change(d, target={"version": "v3", "image": "example.com/reviews:v3"})
+    walk(d)
+    d.tick(seconds=100)
+    # a hotfix reuses the version v2 while spec.promote: v2 is still in the spec
+    change(d, target={"version": "v2", "image": "example.com/reviews:v2-hotfix-untested"})
+    seen = [d.tick(seconds=61).event for _ in range(3)]
+    assert [e.action for e in seen if e][:2] == ["start", "advance"] and d.status["weight"] < 100
+
+
+def test_templates_kept_in_status_are_checked_for_pod_security_too():
+    doc = release_doc(status={"phase": "Promoted", "weight": 100, "stable": {
+        "version": "v1", "image": "example.com/reviews:v1", "revision": "v1", "hash": "0" * 16},
+        "snapshots": {"v1": {"template": {"hostNetwork": True, "containers": [
+            {"name": "reviews", "securityContext": {"privileged": True}}]}}}})
+    loaded = load_files({"releases/bookinfo/reviews.yaml": dump(doc).encode()})
+    assert not loaded.releases
+    assert any("status" in p.path and "privileged" in p.message for p in loaded.problems), loaded.problems
+
+
+def test_config_over_the_limit_is_refused_at_file_line():
+    doc = release_doc(config={"files": ["big.txt"]})
+    loaded = load_files({"releases/bookinfo/reviews.yaml": dump(doc).encode(),
+                         "releases/bookinfo/reviews/big.txt": b"x" * (65 * 1024)})
+    assert not loaded.releases and "over 64 KiB" in loaded.problems[0].message and loaded.problems[0].line > 1
+
+
+def test_a_rolling_release_keeps_the_old_configmap_while_the_new_revision_rolls_in():
+    d = deployed(strategy="rolling", config={"data": {"LEVEL": "info"}})
+    before = set(objects(d, "ConfigMap"))
+    change(d, config={"data": {"LEVEL": "debug"}})
+    d.tick(ready=False)
+    during = set(objects(d, "ConfigMap"))
+    assert before < during and len(during) == 2

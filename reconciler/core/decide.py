@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from reconciler.core.durations import format_duration, parse_duration
-from reconciler.core.trusted import parse_time
+from reconciler.core.trusted import parse_time, status_problems
 from reconciler.core.model import (
     DEFAULT_INTERVAL, DEFAULT_MAX_FAILED_CHECKS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_SCALE_DOWN_DELAY,
     DOWN_PHASES, LIVE_PHASES, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
@@ -273,12 +273,14 @@ def _full_promote(c: _Ctx) -> Decision | None:
     gates and analysis skipped; never before the new revision is ready."""
     want = str(c.rel.spec.get("promote") or "")
     canary = c.st["canary"]
-    if not want or want not in revision.approval_names(canary):
+    done = f"{want}#{canary.get('hash', '')}"
+    if not want or want not in revision.approval_names(canary) or c.st.get("promoteDone") == done:
         return None
     ready = c.obs.readiness.get(revision.name_of(canary))
     if ready is None or not ready.ready:
         return None   # readiness still gates it: the usual path holds and reports
-    return _promote(c, reason=f"promote --full by spec.promote: {want}")
+    d = _promote(c, reason=f"promote --full by spec.promote: {want}")
+    return replace(d, status={**d.status, "promoteDone": done})   # acts once, for this content only
 
 
 def _rollback_to(c: _Ctx) -> Decision | None:
@@ -309,7 +311,7 @@ def _rollback_to(c: _Ctx) -> Decision | None:
                                 "reason": f"rollback --to {name}", "at": iso(c.now)}
     rest = [p for p in c.st.get("previous") or () if revision.name_of(p) != name]
     n = int(c.rel.spec.get("rollbackWindow", DEFAULT_ROLLBACK_WINDOW))
-    status["previous"] = (revision.remember(rest, old, iso(c.now), n) if old and old.get("hash") else rest[:n]) or None
+    status["previous"] = rest[:n] or None   # the revision rolled back from is not one to return to
     status["snapshots"] = c.st.get("snapshots")
     status = {k: v for k, v in status.items() if v is not None}
     gone = revision.display(c.st["canary"] if live else old)
@@ -361,7 +363,7 @@ def _wait_approval(c: _Ctx, gate: str) -> Decision:
               "message": f"waiting for approval of {gate}: sluice approve {c.rel.key}"}
     if c.obs.analysis is not None:
         status["lastAnalysis"] = {"at": iso(c.now), "results": list(_evidence(c.obs))}
-    canary = c.st["canary"]["version"]
+    canary = revision.display(c.st["canary"])
     return Decision(status, c.event("wait-approval", f"{canary} waits for approval of {gate}", status,
                                     evidence=c.obs.analysis is not None), notify="waitingApproval")
 
@@ -413,7 +415,7 @@ def _count_failure(c: _Ctx, step: int, words: str) -> Decision:
         return _rollback(c, "RolledBack", f"{failed}/{limit} failed checks: {words}")
     status = {**c.st, "lastAnalysis": {"at": iso(c.now), "results": list(_evidence(c.obs))},
               "message": f"check failed {failed}/{limit}: {words}"}
-    canary = c.st["canary"]["version"]
+    canary = revision.display(c.st["canary"])
     summary = f"{c.rel.strategy_kind} {canary} check failed {failed}/{limit} at {c.st.get('weight', 0)}%" + \
         (f" (step {step}/{len(stages(c.rel))})" if stages(c.rel) else "")
     return Decision(status, c.event("check-failed", summary, status, reason=words, evidence=True),
@@ -434,11 +436,17 @@ def _judge(c: _Ctx, step: int) -> Decision:
         if c.st.get("message") == message:
             return Decision(c.st, next_check_in=interval(c.rel, step))
         status = {**c.st, "message": message}
-        canary = c.st["canary"]["version"]
+        canary = revision.display(c.st["canary"])
         return Decision(status, c.event("hold", f"{c.rel.strategy_kind} {canary} held: metrics provider unavailable",
                                         status, reason=_failure_words(c.obs), evidence=True),
                         next_check_in=interval(c.rel, step))
     return Decision(c.st)
+
+
+def status_doubts(rel: Release, now: datetime | None, running=None) -> list[tuple[tuple[Any, ...], str]]:
+    """Why ``rel``'s status cannot be trusted to move traffic (trusted.status_problems
+    with the stages of its strategy as the spec says now)."""
+    return status_problems(rel, [stage.weight for stage in stages(rel)], now, running)
 
 
 CHECKED = ("Progressing", "WaitingApproval")   # phases whose new version takes traffic and is judged
@@ -481,7 +489,7 @@ def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
     due = analysis_at(after)
     if due is not None:
         wait = (due - now).total_seconds()
-        hints.append(wait if wait > 0 else interval(after, step))
+        hints.append(wait if wait > 0 else max(interval(after, step), NOT_READY_RECHECK))
     if st.get("phase") == "Progressing" and (step == 0 or st.get("notReadySince")):
         hints.append(NOT_READY_RECHECK)
     until = parse_time((st.get("retiring") or {}).get("until"))
@@ -519,7 +527,7 @@ def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
 
 
 def _progressing(c: _Ctx) -> Decision:
-    canary = c.st["canary"]["version"]
+    canary = revision.display(c.st["canary"])
     ready = c.obs.readiness.get(revision.name_of(c.st["canary"])) or Readiness(canary, "missing")
     step = int(c.st.get("step", 0))
     if ready.state == "failed":
@@ -537,7 +545,7 @@ def _progressing(c: _Ctx) -> Decision:
         return _enter_stage(c, 1)
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
-        if approved(c.rel, canary, waiting):
+        if approved(c.rel, c.st["canary"]["version"], waiting):
             if waiting == "promotion":
                 return _promote(c, reason=f"approved: {c.rel.spec.get('approve')}")
             return _enter_stage(c, int(waiting[5:]), action="approve")
@@ -606,7 +614,7 @@ def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
         if back is not None:
             return back
         pending = obs.rollback
-        if pending and pending.get("version") == canary["version"]:
+        if pending and revision.name_of(pending) == revision.name_of(st["canary"]):
             return _pending_rollback(c, pending)
         if spec.get("abort"):
             return _rollback(c, "Aborted", "aborted by spec.abort", evidence=False)
@@ -621,12 +629,14 @@ def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
             if phase == "Paused":
                 return Decision(st)
             status = {**st, "phase": "Paused", "pausedPhase": phase, "message": "paused by spec.paused"}
-            return Decision(status, c.event("pause", f"pause {canary['version']} at {st.get('weight', 0)}%", status))
+            return Decision(status, c.event("pause", f"pause {revision.display(canary)} at {st.get('weight', 0)}%",
+                                            status))
         if phase == "Paused":
             status = {**st, "phase": st.get("pausedPhase", "Progressing"), "stepStartedAt": iso(now),
                       "message": "resumed"}
             status.pop("pausedPhase", None)
-            return Decision(status, c.event("resume", f"resume {canary['version']} at {st.get('weight', 0)}%", status))
+            return Decision(status, c.event("resume", f"resume {revision.display(canary)} at {st.get('weight', 0)}%",
+                                            status))
         return _progressing(c)
     # not rolling out
     back = _rollback_to(c)
@@ -665,6 +675,10 @@ def decide(release: Release, obs: Observations, now: datetime) -> Decision:
     d = _decide(release, obs, now)
     if d.event is None:
         return d
+    # a person's emergency request acts once: remembered through every later transition
+    for key in ("rollbackDone", "promoteDone"):
+        if release.status.get(key) and key not in d.status:
+            d = replace(d, status={**d.status, key: release.status[key]})
     snaps = revision.snapshots(release, d.status, revision.target(release))
     status = {k: v for k, v in d.status.items() if k != "snapshots"}
     if snaps:

@@ -164,6 +164,9 @@ def is_config_path(path: str, files: Mapping[str, Any]) -> bool:
     return f"{stem}.yaml" in files or f"{stem}.yml" in files
 
 
+MAX_CONFIG_BYTES = 64 * 1024   # a release's spec.config; status keeps a copy per running revision (1 MiB file limit)
+
+
 def _config_files(rel: Release, files: Mapping[str, bytes]) -> tuple[dict[str, str], list[_Raw]]:
     """The text of each ``spec.config.files`` entry, read from the release's config folder."""
     cfg = rel.spec.get("config") or {}
@@ -179,12 +182,21 @@ def _config_files(rel: Release, files: Mapping[str, bytes]) -> tuple[dict[str, s
             raw.append((where, f"config file {folder + name} does not exist", False))
         elif key in keys:
             raw.append((where, f"config key {key!r} is given twice (files and data, or two files)", False))
+        elif len(data) > MAX_CONFIG_BYTES:
+            raw.append((where, f"config file {folder + name} is over {MAX_CONFIG_BYTES // 1024} KiB: spec.config "
+                               "is for configuration (each running revision keeps a copy in status); mount "
+                               "larger data from a ConfigMap or volume you manage", False))
         else:
             try:
                 out[name] = data.decode("utf-8")
             except UnicodeDecodeError:
                 raw.append((where, f"config file {folder + name} is not UTF-8 text", False))
         keys.add(key)
+    literal = sum(len(str(k)) + len(str(v)) for k, v in (cfg.get("data") or {}).items())
+    if not raw and sum(len(v.encode()) for v in out.values()) + literal > MAX_CONFIG_BYTES:
+        raw.append((("spec", "config"), f"spec.config totals over {MAX_CONFIG_BYTES // 1024} KiB: each running "
+                                        "revision keeps a copy in status; mount larger data from a ConfigMap "
+                                        "or volume you manage", True))
     return out, raw
 
 

@@ -114,13 +114,28 @@ def _container_problems(base: tuple[Any, ...], container: Any, allow: set[str], 
                 yield base + ("ports", i, "hostPort"), f"container {name} binds hostPort {port.get('hostPort')!r}"
 
 
+def _templates(rel: Release) -> Iterable[tuple[tuple[Any, ...], Any]]:
+    """Every pod template Sluice may render for ``rel``: the spec's, and those kept in
+    ``status.snapshots`` for the revisions still running (a status is text anyone who
+    can commit may write, so it is checked like the spec)."""
+    yield ("spec", "template"), rel.spec.get("template")
+    snaps = rel.status.get("snapshots") if isinstance(rel.status, Mapping) else None
+    if isinstance(snaps, Mapping):
+        for name, snap in snaps.items():
+            if isinstance(snap, Mapping) and "template" in snap:
+                yield ("status", "snapshots", name, "template"), snap["template"]
+
+
 def _pod_problems(rel: Release, grant: Mapping[str, Any]) -> Iterable[tuple[tuple[Any, ...], str]]:
+    for base, tmpl in _templates(rel):
+        if isinstance(tmpl, dict):
+            yield from _template_problems(rel, grant, tmpl, base)
+
+
+def _template_problems(rel: Release, grant: Mapping[str, Any], tmpl: Mapping[str, Any],
+                       base: tuple[Any, ...]) -> Iterable[tuple[tuple[Any, ...], str]]:
     allow = set(grant.get("allow") or [])
     caps = {c.upper().removeprefix("CAP_") for c in grant.get("capabilities") or [] if isinstance(c, str)}
-    tmpl = rel.spec.get("template")
-    if not isinstance(tmpl, dict):
-        return
-    base = ("spec", "template")
     yield from _case_tricks(tmpl, base)
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if key not in allow and _set(tmpl.get(key)):

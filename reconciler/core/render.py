@@ -243,7 +243,9 @@ def _plain(rel: Release) -> list[dict[str, Any]]:
         rolling = {k: rel.strategy[k] for k in ("maxSurge", "maxUnavailable") if k in rel.strategy}
         strategy = {"type": "RollingUpdate", **({"rollingUpdate": rolling} if rolling else {})}
     objs = [_service(rel)] if rel.service.get("create", True) else []
-    objs += _configmaps(rel, [ver["revision"]])
+    # while the new revision rolls in, old pods still mount the stable revision's ConfigMap
+    running = [stable_version(rel)["revision"], ver["revision"]]
+    objs += _configmaps(rel, list(dict.fromkeys(running)))
     objs.append(_deployment(rel, rel.name, ver["revision"], ver["image"], rel.replicas, strategy))
     return objs
 

@@ -144,12 +144,14 @@ def target(rel: Release) -> dict[str, Any]:
     """The target revision of ``rel``: ``{version, image, revision, hash}``."""
     version, image, digest = target_version(rel), rel.target["image"], content_hash(rel)
     live = _live(rel)
-    for e in live:
+    recorded = [*live, *(e for e in rel.status.get("previous") or () if isinstance(e, Mapping))]
+    for e in recorded:
         if e.get("hash") == digest:
             return {"version": version, "image": image, "revision": name_of(e), "hash": digest}
     base = dns_label(version)
     stable = rel.status.get("stable") or {}
-    taken = {name_of(e) for e in live if e.get("hash") != digest}
+    # a name once given to other content is never reused: its snapshot (what it ran) stays its own
+    taken = {name_of(e) for e in recorded if e.get("hash") != digest} | set(rel.status.get("snapshots") or {})
     legacy_same = not stable.get("hash") and same(stable, {"version": version, "image": image})
     if legacy_same:
         name = name_of(stable)    # adopted as it runs: keep the Deployment it has

@@ -14,6 +14,7 @@ from reconciler.cli.commands.approve import rolling_out
 from reconciler.cli.common import load_repo_dir, pick_release
 from reconciler.cli.steering import steer
 from reconciler.core import revision
+from reconciler.core.model import LIVE_PHASES
 
 
 @click.command(name="promote", help="Emergency: take RELEASE's rollout to 100% now, skipping its remaining steps "
@@ -25,6 +26,10 @@ from reconciler.core import revision
 @click.option("--push", is_flag=True, help="Push the commit to the clone's upstream.")
 def command(release: str, full: bool, reason: str, repo: str, push: bool) -> int:
     rel = pick_release(load_repo_dir(repo), release)
+    if rel.status.get("phase") not in LIVE_PHASES:
+        # a request left lying around would fire at some later rollout, skipping its analysis
+        raise click.UsageError(f"{rel.key}: no rollout is running (phase {rel.status.get('phase', 'none')}); "
+                               "promote --full acts on a running rollout only")
     new = rolling_out(rel)
     if revision.same(new, rel.status.get("stable")):
         raise click.UsageError(f"{rel.key}: {revision.display(new)} already serves 100%")

@@ -2,7 +2,9 @@
 
 Text output: one problem per line, ``path:line:col: message`` (path relative
 to REPO), on stdout; a one-line summary on stderr. Exit 0 when everything is
-valid, 1 otherwise. Read-only.
+valid, 1 otherwise. A release whose status the controller would hold (see
+docs/rollout.md, "A status that cannot be trusted") counts as invalid here.
+Read-only.
 
 JSON output (``-o json``), versioned, stable for scripts::
 
@@ -24,13 +26,15 @@ which ``sluice.yaml`` may narrow), ``sluice.yaml`` (the repo's own), or
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import click
 
 from reconciler.adapters.files import read_tree
 from reconciler.cli.policyfile import read_policy
 from reconciler.core import policy as policies
-from reconciler.core.loader import key_from_path, load_files
+from reconciler.core.decide import status_doubts
+from reconciler.core.loader import key_from_path, load_files, locate
 
 
 @click.command()
@@ -41,7 +45,14 @@ from reconciler.core.loader import key_from_path, load_files
 def command(repo: str, output: str, policy_file: str | None) -> int:
     """Validate every release spec and sluice.yaml; print path:line:col: message."""
     policy = read_policy(policy_file)
-    loaded = load_files(read_tree(repo), policy=policy)
+    files = read_tree(repo)
+    loaded = load_files(files, policy=policy)
+    now = datetime.now(timezone.utc)
+    for rel in loaded.releases:   # a status the controller would hold, as it would report it
+        doubts = status_doubts(rel, now)
+        if doubts:
+            loaded.problems.extend(locate(rel.path, files.get(rel.path, b""), doubts, rel.key))
+            loaded.invalid[rel.path] = loaded.problems[-len(doubts):]
     tenancy = policies.describe(policy_file, policy, loaded.settings)
     if output == "json":
         rows = [{"release": r.key, "file": r.path, "strategy": r.strategy_kind, "valid": True}
