@@ -179,7 +179,8 @@ class Controller:
     def _provider(self, settings: Mapping[str, Any]) -> Prometheus | None:
         if self.prometheus is not None:
             return self.prometheus
-        prom = (settings.get("providers") or {}).get("prometheus")
+        owned = ((self.policy or {}).get("providers") or {}).get("prometheus")
+        prom = owned or (settings.get("providers") or {}).get("prometheus")
         return prometheus_from_settings(prom)   # tokenFile, basicAuth, headers, timeout
 
     def _rendered_path(self, rel_key: str) -> str:

@@ -19,6 +19,7 @@ values never appear in a repr or an error, nor does a URL's user info.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import urllib.error
@@ -104,6 +105,8 @@ class Prometheus:
             except (ValueError, OSError, AttributeError):
                 pass
             raise MetricsError(f"prometheus {self._where} answered {exc.code}: {detail or exc.reason}") from None
+        except http.client.HTTPException as exc:   # e.g. InvalidURL, whose text would echo the address
+            raise MetricsError(f"prometheus {self._where} unreachable: {type(exc).__name__}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise MetricsError(f"prometheus {self._where} unreachable: {getattr(exc, 'reason', exc)}") from None
         if not isinstance(body, dict):

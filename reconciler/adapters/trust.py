@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -76,16 +77,19 @@ def git_env(policy: TrustPolicy):
     """The environment for git to verify under ``policy``: a keyring built now
     from the configured files (removed on exit) and the allowed-signers file."""
     with contextlib.ExitStack() as stack:
-        env: dict[str, str] = {}
+        # only the configured anchors count: never the user's keyring, global or system git config
+        env: dict[str, str] = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+        if policy.home:
+            Path(policy.home).mkdir(parents=True, exist_ok=True, mode=0o700)
+        home = stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-gnupg-", dir=policy.home or None))
         if policy.openpgp_keys:
-            if policy.home:
-                Path(policy.home).mkdir(parents=True, exist_ok=True, mode=0o700)
-            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-gnupg-", dir=policy.home))
             _import_keys(home, policy)
-            env["GNUPGHOME"] = home
-        configs = []
-        if policy.ssh_allowed_signers:
-            configs.append(("gpg.ssh.allowedSignersFile", policy.ssh_allowed_signers))
+        env["GNUPGHOME"] = home   # empty when no OpenPGP key is trusted
+        signers = policy.ssh_allowed_signers
+        if not signers:
+            signers = str(Path(home) / "no-allowed-signers")
+            Path(signers).write_text("")
+        configs = [("gpg.ssh.allowedSignersFile", signers)]
         for i, (k, v) in enumerate(configs):
             env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = k, v
         if configs:
@@ -96,6 +100,12 @@ def git_env(policy: TrustPolicy):
 def verify(repo_dir: str | os.PathLike, tip: str, policy: TrustPolicy) -> Verdict:
     """Are ``tip`` and every commit it adds since the last verified one signed by a trusted key?"""
     try:
+        if policy.ssh_allowed_signers and re.search(r"(?i)valid-(before|after)=",
+                                                    Path(policy.ssh_allowed_signers).read_text()):
+            # git checks those against the committer date, which the signer writes: a retired key
+            # would still sign "in the past". Remove a retired key instead.
+            return Verdict(False, tip, "the allowed-signers file uses valid-before/valid-after, which a signer "
+                                       "can defeat by backdating; remove retired keys from it instead")
         with git_env(policy) as trust_env:
             return _verify(repo_dir, tip, policy, {**os.environ, **trust_env, "LC_ALL": "C"})
     except (OSError, subprocess.CalledProcessError) as exc:   # a key file unreadable: refuse, never skip

@@ -49,6 +49,7 @@ def steer(repo: str, ref: str, edits: dict, what: str, push: bool) -> int:
     loaded = load_repo_dir(repo)
     rel = pick_release(loaded, ref)
     top = _git(repo, "rev-parse", "--show-toplevel").decode().strip()
+    _refuse_mid_operation(top)
     path = _git(repo, "rev-parse", "--show-prefix").decode().strip() + rel.path
     changes = edits(rel) if callable(edits) else edits
     entry = _git(top, "ls-tree", "HEAD", "--", path).decode().split()
@@ -69,12 +70,37 @@ def steer(repo: str, ref: str, edits: dict, what: str, push: bool) -> int:
         _git(top, "read-tree", "HEAD", env=env)
         _git(top, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=env)
         # the person's git: their name, their signing config, their hooks
+        head = _git(top, "rev-parse", "HEAD").decode().strip()
         _git(top, "commit", "--quiet", "-m", f"{rel.key}: {what} (sluice {what.split()[0]})", env=env)
+    _check_one_file(top, head, path, blob)
     _sync_worktree(top, path, committed, new, old_blob, blob, mode, changes)
     if push:
         _git(top, "push", "origin", "HEAD")
     click.echo(f"{rel.key}: {what}" + (" (pushed)" if push else " (committed; push to apply, or use --push)"))
     return 0
+
+
+IN_PROGRESS = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "rebase-merge", "rebase-apply")
+
+
+def _refuse_mid_operation(top: str) -> None:
+    """A commit now would land inside a person's merge, rebase or cherry-pick (and a
+    merge's other side would be lost): refuse."""
+    for name in IN_PROGRESS:
+        where = Path(top) / _git(top, "rev-parse", "--git-path", name).decode().strip()
+        if where.exists():
+            raise click.ClickException(f"a git operation is in progress ({name}): finish or abort it first")
+
+
+def _check_one_file(top: str, parent: str, path: str, blob: str) -> None:
+    """The commit must be its parent plus this one file, as written. A hook that staged
+    something else (or undid the edit) makes it another commit: undo it and say so."""
+    changed = _git(top, "diff-tree", "--no-commit-id", "-r", "--name-only", parent, "HEAD").decode().split("\n")
+    entry = _git(top, "ls-tree", "HEAD", "--", path).decode().split()
+    if [c for c in changed if c] != [path] or len(entry) < 3 or entry[2] != blob:
+        _git(top, "update-ref", "HEAD", parent)
+        raise click.ClickException(f"a commit hook changed what was committed (not only {path}): the commit was "
+                                   "undone; nothing else was touched")
 
 
 def _sync_worktree(top: str, path: str, committed: bytes, new: bytes, old_blob: str, blob: str,

@@ -243,11 +243,23 @@ def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = Non
         return {}, []
     if not isinstance(doc, dict):
         return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
-    raw = list(schema.errors("sluice", doc)) or policies.widening(doc, policy)
+    raw = list(schema.errors("sluice", doc)) or policies.widening(doc, policy) or _credentials(doc, policy)
     raw = [(p, _settings_message(p, m), k) for p, m, k in raw]
     if raw:
         return {}, _locate(SETTINGS_FILE, data, raw, "")
     return doc, []
+
+
+def _credentials(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> list[_Raw]:
+    """Under a policy file the repo may not name the controller's secret files: a tenant
+    who can push could point tokenFile at the controller's own token and the address
+    at themselves. Credentials then come from the policy's providers only."""
+    if policy is None:
+        return []
+    prom = (doc.get("providers") or {}).get("prometheus") or {}
+    return [(("providers", "prometheus", key), f"providers.prometheus.{key}: credentials are the controller's, "
+             "set them in the policy file's providers (a repo edit must not choose which secret is sent where)", True)
+            for key in ("tokenFile", "basicAuth") if key in prom]
 
 
 def _settings_message(path: tuple[Any, ...], message: str) -> str:

@@ -81,12 +81,28 @@ def _allowance(rel: Release, folders: Mapping[str, Any], where: str, hosts) -> l
                     f"namespace {rel.namespace!r} is outside folder {folder!r}'s allowance {namespaces}"
                     + (f" in {where}" if where != "sluice.yaml" else "")))
     globs = allowance.get("hosts")
-    if globs is None:
-        return out
     suffix = f" in {where}" if where != "sluice.yaml" else ""
     for i, host in [(None, rel.fqdn)] + hosts:
-        full = host_fqdn(host, rel.namespace)
-        if not any(fnmatchcase(full, g) or fnmatchcase(host, g) for g in globs):
+        # as Istio reads it: a short name is a Service of the namespace; a wildcard stays a
+        # wildcard (never expanded into the namespace, "*" claims every host of a gateway)
+        full = host if "*" in host else host_fqdn(host, rel.namespace)
+        if globs is None:   # the default allowance: the hosts of its own namespace
+            ok = "*" not in full and full.endswith(f".{rel.namespace}.svc.cluster.local")
+            allowed = f"hosts of namespace {rel.namespace} (the default)"
+        else:
+            ok = any(fnmatchcase(full, g) for g in globs if "*" not in full or _covers(g, full))
+            allowed = f"allowed hosts {globs}"
+        if not ok:
             path = ("spec", "service", "hosts", i) if i is not None else ("spec", "service")
-            out.append((rel, path, f"host {host} is outside folder {folder!r}'s allowed hosts {globs}{suffix}"))
+            out.append((rel, path, f"host {host} is outside folder {folder!r}'s {allowed}{suffix}"))
     return out
+
+
+def _covers(glob: str, wildcard: str) -> bool:
+    """Does the allowance ``glob`` cover every host the Istio wildcard ``wildcard`` matches?
+    Only when the wildcard's fixed suffix is itself inside the glob's: ``*.shop.example.com``
+    is covered by ``*.example.com``, ``*`` only by ``*``."""
+    if glob == "*":
+        return True
+    tail = wildcard.lstrip("*")
+    return bool(tail) and glob.startswith("*") and tail.endswith(glob.lstrip("*"))

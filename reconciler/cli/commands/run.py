@@ -112,6 +112,10 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     trust = TrustPolicy(tuple(dict.fromkeys([*trust_openpgp_key, *(anchors.get("openpgpKeys") or [])])),
                         trust_ssh_allowed_signers or anchors.get("sshAllowedSigners"),
                         trust_since or anchors.get("since"), home=os.path.join(workdir + "-gnupg"))
+    if trust.enabled and not signing_key:
+        # its own unsigned commit would be refused by the next pass, for good (it stays in history)
+        raise click.UsageError("signature checks are on (--trust-* or the policy's trust) but Sluice's own commits "
+                               "would be unsigned: give --signing-key with a key the trust anchors accept")
     metrics = Metrics()
     elector = None
     if leader_election:
