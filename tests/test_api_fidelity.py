@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.cluster_env import Env as BaseEnv
 from tests.support.gitserver import human_edit
-from tests.support.kube_emulator import Emulator
 from tests.support.specs import release_doc
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,12 +37,6 @@ class Env(BaseEnv):
             if self.status(name, ns).get("phase") == "Promoted" and "retiring" not in self.status(name, ns):
                 return
         raise AssertionError(self.status(name, ns))
-
-
-@pytest.fixture
-def emu():
-    with Emulator() as e:
-        yield e
 
 
 @pytest.mark.parametrize("strategy", ["rolling", "recreate"])

@@ -12,26 +12,16 @@ import yaml
 from reconciler.adapters.cluster import Cluster
 from reconciler.core.diff import ObjRef
 from reconciler.errors import ClusterError, ClusterForbidden
-from tests.support.cluster_env import Env
+from tests.support.cluster_env import Env, promoted
 from tests.support.gitserver import clone_work, human_edit, run
 from tests.support.kube_emulator import Emulator
-from tests.support.specs import dump, release_doc
+from tests.support.specs import dump
 
 pytestmark = pytest.mark.timeout(120)
 V1 = {"version": "v1", "image": "example.com/reviews:v1"}
 
 
-def spec(name="reviews", **kw):
-    doc = release_doc(name=name, status={"phase": "Promoted", "stable": {"version": "v1", "image": f"example.com/{name}:v1"},
-                                         "weight": 100}, **kw)
-    doc["spec"]["analysis"] = {"metrics": []}
-    return doc
-
-
-@pytest.fixture
-def emu():
-    with Emulator() as e:
-        yield e
+spec = promoted
 
 
 def test_rollout_applies_each_committed_step(tmp_path, emu):

@@ -15,26 +15,14 @@ import pytest
 import yaml
 
 from reconciler.core.observed import ROLLBACK_ANNOTATION
-from tests.support.cluster_env import Env
+from tests.support.cluster_env import Env, promoted
 from tests.support.gitserver import make_bare, run
-from tests.support.kube_emulator import Emulator
-from tests.support.specs import dump, release_doc
+from tests.support.specs import dump
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def spec(name="reviews", status=None, **kw):
-    stable = {"version": "v1", "image": f"example.com/{name}:v1"}
-    doc = release_doc(name=name, status=status if status is not None else
-                      {"phase": "Promoted", "stable": stable, "weight": 100}, **kw)
-    doc["spec"]["analysis"] = {"metrics": []}
-    return doc
-
-
-@pytest.fixture
-def emu():
-    with Emulator() as e:
-        yield e
+spec = promoted
 
 
 LIVE = {"phase": "Progressing", "stable": {"version": "v1", "image": "example.com/{n}:v1"},

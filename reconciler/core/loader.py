@@ -23,7 +23,7 @@ from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
     BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
 )
-from reconciler.core.parse import Locator, YamlProblem, decode, parse
+from reconciler.core.parse import YamlProblem, parse
 
 SETTINGS_FILE = "sluice.yaml"
 RELEASES_DIR = "releases/"
@@ -218,15 +218,7 @@ def _load_file(path: str, data: bytes) -> _FileResult:
 
 
 def _locate(path: str, data: bytes, raw: list[_Raw], release: str) -> list[Problem]:
-    try:
-        locator = Locator(decode(data))
-    except YamlProblem:
-        return [Problem(path, msg, p, release=release) for p, msg, _ in raw]
-    out = []
-    for p, msg, at_key in raw:
-        line, col = locator.locate(p, key=at_key)
-        out.append(Problem(path, msg, p, line, col, release))
-    return sorted(out, key=lambda pr: (pr.line, pr.col))
+    return policies.locate(path, data, raw, release)   # one locator for every file Sluice reads
 
 
 def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[Problem]]:

@@ -13,7 +13,16 @@ from reconciler.adapters.gitrepo import GitRepo
 from reconciler.controller import Controller
 from tests.support.drive import T0
 from tests.support.gitserver import clone_work, human_edit, make_bare, run
-from tests.support.specs import dump
+from tests.support.specs import dump, release_doc
+
+
+def promoted(name="reviews", status=None, **kw):
+    """A release whose v1 serves 100% (unless ``status`` says otherwise), target v2, no metrics."""
+    stable = {"version": "v1", "image": f"example.com/{name}:v1"}
+    doc = release_doc(name=name, status=status if status is not None else
+                      {"phase": "Promoted", "stable": stable, "weight": 100}, **kw)
+    doc["spec"]["analysis"] = {"metrics": []}
+    return doc
 
 
 class Env:
