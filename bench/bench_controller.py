@@ -312,7 +312,7 @@ def bench_status_plan_memory(n: int) -> None:
 
         def plan_once():
             with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-                return plan_command.callback(str(work), "HEAD~1", "HEAD", "text")
+                return plan_command.callback(str(work), "HEAD~1", "HEAD", "text", False)
 
         floor = measure(lambda: (git.blob_ids("HEAD~1"), git.blob_ids("HEAD")), repeat=5)
         assert plan_once() == 2

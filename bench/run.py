@@ -26,6 +26,7 @@ TARGETS = {
     ("push-to-applied via webhook", 1): "p50 < 1 s",
     ("push-to-applied via watchdog", 1): "p50 < 1 s",
     ("failed check -> rollback applied", 1): "< 1 s",
+    ("idle CPU of sluice run, 100 releases mid-rollout (1 m steps)", 100): "as at rest (issue 12)",
     ("status", 1000): "< 0.5 s",
     ("history of one release", 100000): "< 0.3 s (issue 3), < 0.5 s (issue 7)",
     ("plan of a one-release change", 1000): "< 1 s",

@@ -34,7 +34,7 @@ from reconciler.core import analysis
 from reconciler.core import manifests, observed
 from reconciler.core import revision
 from reconciler.core.decide import (
-    Decision, Observations, analysis_due, decide, interval, iso, status_doubts, wake_in,
+    Decision, Observations, analysis_due, decide, interval, iso, rebuild_doubts, status_doubts, wake_in,
 )
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
 from reconciler.core.messages import format_commit
@@ -342,8 +342,15 @@ class Controller:
             return None
         if pending.note:
             log.warning("release=%s %s", rel.key, pending.note)
-        obs = self._observe(rel, settings, now)
         running = self._running(rel, files) if not rel.status.get("stable") else None
+        doubts = rebuild_doubts(rel, running)
+        if doubts:
+            located = locate(rel.path, files.get(rel.path, b""), doubts, rel.key)
+            report.problems.extend(located)
+            for problem in located:
+                log.error("release=%s held: %s", rel.key, problem)
+            return None
+        obs = self._observe(rel, settings, now)
         obs = replace(obs, running=running, rollback=pending.mark)
         if obs.analysis is not None:
             report.analysis[rel.key] = obs.analysis

@@ -13,7 +13,8 @@ def live_version(obj):
     live = {**obj, "metadata": {**obj["metadata"], "uid": "u", "resourceVersion": "7", "generation": 3,
                                 "creationTimestamp": "2026-01-01T00:00:00Z",
                                 "managedFields": [{"manager": "sluice"}],
-                                "annotations": {"deployment.kubernetes.io/revision": "4"}},
+                                "annotations": {**(obj["metadata"].get("annotations") or {}),
+                                                "deployment.kubernetes.io/revision": "4"}},
             "status": {"whatever": True}}
     if obj["kind"] == "Deployment":
         spec = dict(obj["spec"])

@@ -222,3 +222,44 @@ def test_sluice_run_with_every_malformed_status_beside_healthy_releases(tmp_path
     for n in BAD:
         assert f"releases/bookinfo/{n}.yaml:" in err, (n, err[-3000:])
     assert "Traceback" not in err
+
+
+def _with_env(text, value):
+    doc = yaml.safe_load(text)
+    doc["spec"]["template"]["containers"][0]["env"] = [{"name": "FLAG", "value": value}]
+    return dump(doc)
+
+
+def _lose_status(text):
+    doc = yaml.safe_load(text)
+    doc.pop("status")
+    return dump(doc)
+
+
+def _pods(emu):
+    return {d["metadata"]["name"]: ([e["value"] for c in d["spec"]["template"]["spec"]["containers"]
+                                     for e in c.get("env") or []], d["spec"].get("replicas"))
+            for d in emu.objects("deployments").values()}
+
+
+@pytest.mark.parametrize("abort", [True, False])
+def test_a_lost_status_never_puts_other_content_on_a_deployment_of_the_same_name(tmp_path, emu, abort):
+    """A template edit under the same version (revision v1-<hash>); then, aborted or mid-way,
+    the status is lost. Rebuilding from what runs would put the new template on reviews-v1's
+    pods at once: the release holds at file:line instead."""
+    env = Env(tmp_path, emu, [spec(target={"version": "v1", "image": "example.com/reviews:v1"})])
+    env.tick()
+    env.tick()
+    env.edit("reviews", lambda t: _with_env(t, "bad"), "template edit")
+    env.tick()
+    env.tick()
+    if abort:
+        env.edit("reviews", lambda t: t.replace("spec:\n", "spec:\n  abort: true\n", 1), "abort")
+        env.tick()
+    before, weights = _pods(emu), env.weights()
+    env.edit("reviews", _lose_status, "bad merge: status lost")
+    for _ in range(2):
+        report = env.tick()
+        assert any(p.release == "bookinfo/reviews" and "status is missing" in p.message for p in report.problems)
+    assert _pods(emu) == before and env.weights() == weights
+    assert _pods(emu)["reviews-v1"][0] == []              # stable still runs what it ran

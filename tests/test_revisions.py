@@ -255,7 +255,12 @@ def test_a_release_promoted_before_revisions_is_adopted_without_a_restart():
     before = render(d.rel)
     dec = d.tick()
     assert dec.event.action == "adopt" and d.status["stable"]["revision"] == "v2" and d.status["stable"]["hash"]
-    assert render(d.rel) == before                      # same Deployment reviews-v2, same pod template
+    after = render(d.rel)
+    # same Deployment reviews-v2, same spec and pod template (no restart); its metadata gains the hash
+    assert [(o["kind"], o["metadata"]["name"], o.get("spec")) for o in after] == \
+        [(o["kind"], o["metadata"]["name"], o.get("spec")) for o in before]
+    assert next(o for o in after if o["kind"] == "Deployment")["metadata"]["annotations"] == \
+        {"sluice.dev/revision-hash": d.status["stable"]["hash"]}
     assert d.tick(seconds=3600).event is None           # once
     template = copy.deepcopy(d.rel.spec["template"])
     template["containers"][0]["args"] = ["--fast"]

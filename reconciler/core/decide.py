@@ -449,6 +449,28 @@ def status_doubts(rel: Release, now: datetime | None, running=None) -> list[tupl
     return status_problems(rel, [stage.weight for stage in stages(rel)], now, running)
 
 
+def rebuild_doubts(rel: Release, running: tuple[Mapping[str, Any], ...] | None) -> list[tuple[tuple[Any, ...], str]]:
+    """Why a missing status cannot be rebuilt from what runs: a Deployment bearing the
+    target's revision name runs other content (a template, config or image change under
+    the same version), or the spec says abort. Rebuilding then would put untested
+    content on every pod of that name; the release holds until a person restores the
+    status (git history has it) or gives the target a new version."""
+    if rel.status.get("stable") or not running:
+        return []
+    target = revision.target(rel)
+    for v in running:
+        clash = v["version"] == target["revision"] and (
+            v.get("image", "") != target["image"] or (v.get("hash") and v["hash"] != target["hash"]))
+        if clash:
+            return [(("status",), f"the status is missing and {rel.name}-{v['version']} runs other content than the "
+                                  f"target of that name: restore the status block from git history, or give "
+                                  f"spec.target a new version")]
+    if rel.spec.get("abort"):
+        return [(("spec", "abort"), "the status is missing and spec.abort is set: restore the status block from "
+                                    "git history, or remove spec.abort to start the target's rollout")]
+    return []
+
+
 CHECKED = ("Progressing", "WaitingApproval")   # phases whose new version takes traffic and is judged
 
 
@@ -571,7 +593,8 @@ def _without_status(c: _Ctx) -> Decision:
     serving = [v for v in seen if v.get("replicas", 1)]
 
     def is_target(v: Mapping[str, Any]) -> bool:
-        return v["version"] == target.get("revision", target["version"]) and v.get("image", "") == target["image"]
+        same_name = v["version"] == target.get("revision", target["version"]) and v.get("image", "") == target["image"]
+        return same_name and (not v.get("hash") or not target.get("hash") or v["hash"] == target["hash"])
     others = [_ver(v) for v in serving if not is_target(v)]
     if not serving:
         status = {"phase": "Promoted", "message": f"{target['version']} deployed", "stable": _stable_entry(c, target),

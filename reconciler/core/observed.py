@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from reconciler.core.diff import owners
 from reconciler.core.model import FIELD_MANAGER, LABEL_VERSION, Release
 
-ROLLBACK_ANNOTATION = "sluice.dev/rollback"   # on the VirtualService: a rollback applied, its commit pending
+ROLLBACK_ANNOTATION = "sluice.dev/rollback"
+REVISION_HASH = "sluice.dev/revision-hash"           # on each Deployment: the content hash of its revision   # on the VirtualService: a rollback applied, its commit pending
 
 
 def _labels(obj: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
@@ -46,7 +47,7 @@ def _weights(rel: Release, objects: list[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def running(rel: Release, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Versions of ``rel`` that have a Deployment: ``{version, image, replicas, weight}``
+    """Versions of ``rel`` that have a Deployment: ``{version, image, replicas, weight[, hash]}``
     each, the one serving most traffic first (``replicas`` 0: scaled down, e.g. rolled back)."""
     objects = list(objects)
     weights = _weights(rel, objects) if rel.is_mesh else {}
@@ -64,7 +65,11 @@ def running(rel: Release, objects: Iterable[Mapping[str, Any]]) -> list[dict[str
         pod = _labels(spec, "template", "spec")
         image = next((c.get("image", "") for c in pod.get("containers") or [] if c.get("name") == container), "")
         weight = weights.get(version, 0) if rel.is_mesh else 100
-        out.append({"version": version, "image": image, "replicas": replicas, "weight": weight})
+        entry = {"version": version, "image": image, "replicas": replicas, "weight": weight}
+        digest = _labels(dep, "metadata", "annotations").get(REVISION_HASH)
+        if digest:
+            entry["hash"] = digest
+        out.append(entry)
     return sorted(out, key=lambda v: (-v["weight"], -bool(v["replicas"]), v["version"]))
 
 

@@ -26,6 +26,7 @@ import copy
 from typing import Any, Mapping
 
 from reconciler.core import revision
+from reconciler.core.observed import REVISION_HASH
 from reconciler.core.model import (
     DOWN_PHASES, LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
     LIVE_PHASES, MANAGED_BY_VALUE, Release,
@@ -138,9 +139,11 @@ def _deployment(rel: Release, name: str, version: str, image: str, replicas: int
     }
     if strategy:
         spec["strategy"] = strategy
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version}),
-            "spec": spec}
+    meta = _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version})
+    digest = revision.hash_of(rel, version)
+    if digest:   # on the Deployment, not its pods: what runs can be told from live state (no restart)
+        meta["annotations"] = {REVISION_HASH: digest}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
 def _service(rel: Release) -> dict[str, Any]:

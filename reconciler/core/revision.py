@@ -196,6 +196,15 @@ def snapshots(rel: Release, status: Mapping[str, Any], target_entry: Mapping[str
     return out
 
 
+def hash_of(rel: Release, name: str) -> str | None:
+    """The content hash of revision ``name`` of ``rel``, when known."""
+    e = find(rel, name)
+    if e is not None:   # recorded in status: its own hash (none for an entry from before revisions)
+        return e.get("hash")
+    t = target(rel)
+    return t["hash"] if t["revision"] == name else None
+
+
 def find(rel: Release, name: str) -> dict[str, Any] | None:
     """The status entry whose revision is ``name``, if any is recorded."""
     st = rel.status
