@@ -165,3 +165,14 @@ def test_history_reads_steps_and_human_edits(tmp_path, bare):
     assert records[3].previous_weight == 10 and records[3].step == "2/2"
     assert records[3].evidence == ({"name": "request-success-rate", "value": 99.9, "min": 99.0, "ok": True},)
     assert records[3].author == "Sluice"
+
+
+def test_a_server_error_on_a_port_that_contains_401_is_not_an_auth_error(tmp_path):
+    import git as gitpython
+    repo = GitRepo("http://127.0.0.1:40113/config.git", tmp_path / "c")
+    err = gitpython.GitCommandError(["git", "fetch"], 128, stderr="fatal: unable to access "
+                                    "'http://127.0.0.1:40113/config.git/': The requested URL returned error: 500")
+    assert not isinstance(repo._fail("fetch", err), GitAuthError)
+    err = gitpython.GitCommandError(["git", "fetch"], 128, stderr="fatal: unable to access "
+                                    "'http://127.0.0.1:8080/config.git/': The requested URL returned error: 403")
+    assert isinstance(repo._fail("fetch", err), GitAuthError)

@@ -39,7 +39,9 @@ from reconciler.errors import GitAuthError, GitError
 log = logging.getLogger("sluice.git")
 PENDING_REF = "refs/sluice/pending"
 _AUTH_HINTS = ("authentication failed", "could not read username", "permission denied",
-               "403", "401", "invalid username or password", "access denied", "terminal prompts disabled")
+               "invalid username or password", "access denied", "terminal prompts disabled")
+# an HTTP 401/403 as git reports it; a bare "401" matched a port such as 127.0.0.1:40113
+_AUTH_STATUS = re.compile(r"(returned error|http|status)[^0-9]{0,12}\b(401|403)\b")
 _MISSING_BRANCH = ("couldn't find remote ref", "not found in upstream", "remote branch")
 
 
@@ -178,7 +180,7 @@ class GitRepo:
         url = redact(self.url, self.creds.secrets())
         if any(h in low for h in _MISSING_BRANCH):
             return GitAuthError(f"{what}: branch {self.branch!r} does not exist on {url}")
-        if any(h in low for h in _AUTH_HINTS):
+        if any(h in low for h in _AUTH_HINTS) or _AUTH_STATUS.search(low):
             return GitAuthError(f"{what}: {url} refused our credentials ({text.splitlines()[-1] if text else 'denied'})")
         return GitError(f"{what} {url}: {text.splitlines()[-1] if text else exc.status}")
 
