@@ -192,9 +192,9 @@ class Controller:
         """One release's files for this commit round; None to write nothing for it."""
         if cur.blob != rel.blob:
             # a person changed it meanwhile: decide again on theirs, trusting it no more than the first
-            doubts = self._doubts(cur, tip_files, now)
+            doubts = self._doubts(cur, tip_files, now, self._running(cur))
             if doubts:
-                report.problems.extend(doubts)
+                self._hold(report, cur, doubts)
                 return None
             decision = decide(cur, obs, now)
         files: dict[str, bytes | None] = {}
@@ -310,48 +310,46 @@ class Controller:
             report.release_errors[key] = message
             return None
 
-    def _doubts(self, rel: Release, files: Mapping[str, bytes], now: datetime) -> list[Problem]:
-        """Why ``rel``'s status cannot be trusted to move traffic, at file:line (invariant 9)."""
-        running = None
-        if self.target.name != "git":
-            running = [v["version"] for v in observed.running(rel, self.target.objects_of(rel.key)) if v["replicas"]]
-        doubts = status_doubts(rel, now, running)
-        return locate(rel.path, files.get(rel.path, b""), doubts, rel.key) if doubts else []
-
-    def _running(self, rel: Release, tip_files: Mapping[str, bytes]) -> tuple[dict, ...]:
-        """What runs of ``rel``: live objects, or with the git target the rendered manifests."""
+    def _running(self, rel: Release) -> tuple[dict, ...] | None:
+        """What runs of ``rel``: its live objects; with the git target its rendered
+        manifests, read only when the status is missing (None: not looked at)."""
         if self.target.name != "git":
             return tuple(observed.running(rel, self.target.objects_of(rel.key)))
+        if rel.status.get("stable"):
+            return None
         data = self.repo.read_file(self.repo.tip(), self._rendered_path(rel.key))
         objects = [o for o in yaml.safe_load_all(data) if isinstance(o, dict)] if data else []
         return tuple(observed.running(rel, objects))
 
+    def _doubts(self, rel: Release, files: Mapping[str, bytes], now: datetime,
+                running: tuple[dict, ...] | None = None) -> list[Problem]:
+        """Why ``rel``'s status cannot be trusted to move traffic, or be rebuilt from what
+        runs when it is missing, at file:line (invariant 9)."""
+        serving = [v["version"] for v in running if v["replicas"]] if running is not None else None
+        doubts = status_doubts(rel, now, serving) + rebuild_doubts(rel, running)
+        return locate(rel.path, files.get(rel.path, b""), doubts, rel.key) if doubts else []
+
+    @staticmethod
+    def _hold(report: PassReport, rel: Release, problems: list[Problem]) -> None:
+        """Hold ``rel`` this pass: reported with where and why; the caller decides nothing for it."""
+        report.problems.extend(problems)
+        for problem in problems:
+            log.error("release=%s held: %s", rel.key, problem)
+
     def _decide_one(self, rel: Release, settings, files, now: datetime, report: PassReport):
-        doubts = self._doubts(rel, files, now)
-        if doubts:
-            report.problems.extend(doubts)
-            for problem in doubts:
-                log.error("release=%s held: %s", rel.key, problem)
-            return None
+        running = self._running(rel)
+        doubts = self._doubts(rel, files, now, running)
         live = self.target.objects_of(rel.key) if self.target.name != "git" else ()
         pending = observed.pending_rollback(rel, live)
         if pending.hold:
-            problem = Problem(rel.path, pending.note or "", release=rel.key)
-            report.problems.append(problem)
-            log.error("release=%s held: %s", rel.key, problem)
+            doubts.append(Problem(rel.path, pending.note or "", release=rel.key))
+        if doubts:
+            self._hold(report, rel, doubts)
             return None
         if pending.note:
             log.warning("release=%s %s", rel.key, pending.note)
-        running = self._running(rel, files) if not rel.status.get("stable") else None
-        doubts = rebuild_doubts(rel, running)
-        if doubts:
-            located = locate(rel.path, files.get(rel.path, b""), doubts, rel.key)
-            report.problems.extend(located)
-            for problem in located:
-                log.error("release=%s held: %s", rel.key, problem)
-            return None
         obs = self._observe(rel, settings, now)
-        obs = replace(obs, running=running, rollback=pending.mark)
+        obs = replace(obs, running=running if not rel.status.get("stable") else None, rollback=pending.mark)
         if obs.analysis is not None:
             report.analysis[rel.key] = obs.analysis
         return rel, obs, decide(rel, obs, now)

@@ -3,14 +3,10 @@ real git remote: rollouts commit every step with rendered objects, a pass over
 an unchanged repo writes nothing, an invalid release never stops the others,
 and human steering commits take effect."""
 
-from datetime import timedelta
-
 import yaml
 
-from reconciler.adapters.gitrepo import GitRepo
-from reconciler.controller import Controller, GitTarget
-from tests.support.drive import T0
-from tests.support.gitserver import clone_work, human_edit, make_bare, run
+from tests.support.git_env import GitEnv
+from tests.support.gitserver import human_edit, run
 from tests.support.specs import dump, release_doc
 
 V1 = {"version": "v1", "image": "example.com/reviews:v1"}
@@ -29,22 +25,7 @@ def no_metrics(doc):
     return doc
 
 
-class Env:
-    def __init__(self, tmp, files):
-        self.bare = make_bare(tmp, seed=files)
-        self.now = T0
-        self.ctl = Controller(GitRepo(str(self.bare), tmp / "clone"), GitTarget(), clock=lambda: self.now)
-        self.human = clone_work(str(self.bare), tmp / "human")
-
-    def tick(self, seconds=61):
-        self.now += timedelta(seconds=seconds)
-        return self.ctl.run_pass()
-
-    def show(self, path):
-        return run("show", f"main:{path}", cwd=self.bare)
-
-    def subjects(self):
-        return run("log", "--format=%s", "main", cwd=self.bare).splitlines()
+Env = GitEnv
 
 
 def test_canary_to_promotion_with_rendered_manifests(tmp_path):

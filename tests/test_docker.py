@@ -1,6 +1,7 @@
 """Build the image and run ``sluice --version`` in it with a read-only root
 filesystem, where a Docker daemon can be started (CI may start one on a
-private socket with a locally made base image, see ../shared/testing.md).
+private socket with a locally made base image: debootstrap a Debian rootfs and
+`docker import` it, since no registry is reachable).
 Opt in with SLUICE_DOCKER_TEST=1 and SLUICE_DOCKER_BASE=<local image>;
 otherwise skipped, saying why."""
 

@@ -5,34 +5,22 @@ reason, and the controller's next pass one commit with the right weights;
 through the controller, and ``plan`` saying why a rollout starts."""
 
 import json
-from datetime import timedelta
-
 import yaml
 
-from reconciler.adapters.gitrepo import GitRepo
 from reconciler.cli.main import main
-from reconciler.controller import Controller, GitTarget
-from tests.support.drive import T0
-from tests.support.gitserver import clone_work, human_edit, make_bare, run
+from tests.support.git_env import GitEnv
+from tests.support.gitserver import human_edit, run
 from tests.support.specs import dump, release_doc
 
 ENV = {"GIT_AUTHOR_NAME": "Ann", "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "Ann", "GIT_COMMITTER_EMAIL": "a@x"}
 FILE = "releases/bookinfo/reviews.yaml"
 
 
-class Env:
+class Env(GitEnv):
     def __init__(self, tmp, doc, monkeypatch):
         for k, v in ENV.items():
             monkeypatch.setenv(k, v)
-        files = {"sluice.yaml": "apiVersion: sluice.dev/v1alpha1\nkind: Settings\n", FILE: dump(doc)}
-        self.bare = make_bare(tmp, seed=files)
-        self.now = T0
-        self.ctl = Controller(GitRepo(str(self.bare), tmp / "clone"), GitTarget(), clock=lambda: self.now)
-        self.human = clone_work(str(self.bare), tmp / "human")
-
-    def tick(self, seconds=61):
-        self.now += timedelta(seconds=seconds)
-        return self.ctl.run_pass()
+        super().__init__(tmp, {"sluice.yaml": "apiVersion: sluice.dev/v1alpha1\nkind: Settings\n", FILE: dump(doc)})
 
     def head(self):
         return run("rev-parse", "main", cwd=self.bare).strip()
@@ -49,8 +37,7 @@ class Env:
         return {r["destination"]["subset"]: r["weight"] for r in vs["spec"]["http"][-1]["route"]}
 
     def sluice(self, *args):
-        run("fetch", "-q", "origin", cwd=self.human)
-        run("reset", "-q", "--hard", "origin/main", cwd=self.human)
+        self.sync()
         return main([*args, "--repo", str(self.human), "--push"])
 
     def retarget(self, version):
@@ -127,8 +114,7 @@ def test_image_automation_tag_bump_runs_a_real_canary_and_plan_says_why(tmp_path
         p = w / FILE
         p.write_text(p.read_text().replace("image: example.com/reviews:v1\n", "image: example.com/reviews:v1.0.1\n", 1))
     human_edit(env.human, bump, "image automation: reviews v1.0.1")
-    run("fetch", "-q", "origin", cwd=env.human)
-    run("reset", "-q", "--hard", "origin/main", cwd=env.human)
+    env.sync()
     capsys.readouterr()
     assert main(["plan", str(env.human), "--base", "HEAD~1", "--format", "json"]) == 2
     (r,) = json.loads(capsys.readouterr().out)["releases"]
@@ -155,8 +141,7 @@ def test_plan_names_template_fields_and_refuses_skip_analysis(tmp_path, monkeypa
         p.write_text(p.read_text().replace("    - name: reviews\n", "    - name: reviews\n      env:\n      - {name: MODE, value: fast}\n", 1)
                      .replace("spec:\n", "spec:\n  skipAnalysis: true\n", 1))
     human_edit(env.human, edit, "reviews: MODE=fast, hotfix")
-    run("fetch", "-q", "origin", cwd=env.human)
-    run("reset", "-q", "--hard", "origin/main", cwd=env.human)
+    env.sync()
     capsys.readouterr()
     assert main(["plan", str(env.human), "--base", "HEAD~1", "--format", "json"]) == 1
     (r,) = json.loads(capsys.readouterr().out)["releases"]
