@@ -37,7 +37,7 @@ from bench.common import emit, figure, measure  # noqa: E402
 from bench.genrepo import release_docs  # noqa: E402
 from reconciler.adapters.cluster import Cluster, KubernetesTarget  # noqa: E402
 from reconciler.adapters.gitrepo import GitRepo  # noqa: E402
-from reconciler.adapters.prometheus import Prometheus  # noqa: E402
+from reconciler.adapters.metrics.prometheus import Prometheus  # noqa: E402
 from reconciler.cli.commands.status import rows  # noqa: E402
 from reconciler.cli.source import open_source  # noqa: E402
 from reconciler.controller import Controller  # noqa: E402

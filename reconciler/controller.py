@@ -29,16 +29,19 @@ import yaml
 
 from reconciler.adapters import notify
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
-from reconciler.adapters.prometheus import Prometheus, from_settings as prometheus_from_settings, run_checks
+from reconciler.adapters import metrics
+from reconciler.adapters.metrics.prometheus import Prometheus
 from reconciler.core import analysis
 from reconciler.core import manifests, observed
 from reconciler.core import revision
 from reconciler.core.decide import (
-    Decision, Observations, analysis_due, decide, interval, iso, rebuild_doubts, status_doubts, wake_in,
+    CHECKED, Decision, Observations, analysis_due, decide, interval, iso, rebuild_doubts, status_doubts, wake_in,
+    window_start,
 )
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
 from reconciler.core.messages import format_commit
-from reconciler.core.model import Event, Problem, Readiness, Release, RepoLoad
+from reconciler.core.model import LIVE_PHASES, Applied, Event, Problem, Readiness, Release, RepoLoad
+from reconciler.core.policy import providers as configured_providers
 from reconciler.core.render import render
 from reconciler.core.serialize import dump_yaml
 from reconciler.core.writeback import StatusEditError, set_status
@@ -52,6 +55,7 @@ class Target(Protocol):
     """Where desired objects go, and where readiness comes from."""
 
     name: str
+    clock: Callable[[], datetime]   # set by the controller: times a target records are on its clock
 
     def observe(self, releases: list[Release]) -> None:
         """Read what is live for ``releases`` (one LIST per kind per namespace)."""
@@ -64,6 +68,12 @@ class Target(Protocol):
 
     def objects_of(self, release: str) -> list[dict]:
         """The live objects of ``release`` (``ns/name``) as last observed; empty when unknown."""
+
+    def applied(self, rel: Release, desired: list[dict], settings: Mapping[str, Any]) -> Applied:
+        """Whether the routing ``desired`` (rendered from ``rel``'s status) is live, and since when."""
+
+    def after_push(self, commits: list[str], settings: Mapping[str, Any]) -> None:
+        """Called after Sluice pushed ``commits``: the git target nudges its applier."""
 
 
 @dataclass
@@ -101,37 +111,6 @@ class PassReport:
     next_pass_in: float | None = None   # seconds until the earliest release wants another look
 
 
-class GitTarget:
-    """Rendered manifests in git; readiness from a cluster if one is readable.
-
-    Without a cluster every version counts as ready: the GitOps tool that
-    applies ``rendered/`` owns readiness then, and analysis still guards
-    each step (docs/operations.md says so).
-    """
-
-    name = "git"
-
-    def __init__(self, readiness: Callable[[list[Release]], Mapping[str, Mapping[str, Readiness]]] | None = None):
-        self._readiness = readiness
-        self._ready: Mapping[str, Mapping[str, Readiness]] | None = None
-
-    def observe(self, releases: list[Release]) -> None:
-        self._ready = self._readiness(releases) if self._readiness is not None else None
-
-    def readiness(self, rel: Release) -> Mapping[str, Readiness]:
-        if self._ready is not None:
-            return self._ready.get(rel.key) or {}
-        return {revision.name_of(v): Readiness(revision.name_of(v), "ready")
-                for v in (rel.status.get("canary"), rel.status.get("stable"), revision.target(rel))
-                if v and v.get("version")}
-
-    def apply(self, desired, *, keep, urgent=False) -> ApplyReport:
-        return ApplyReport()
-
-    def objects_of(self, release: str) -> list[dict]:
-        return []
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -147,6 +126,7 @@ class Controller:
                  notify: Callable[[str, Event, Mapping[str, Any]], None] | None = None,
                  can_write: Callable[[], bool] = lambda: True, trust=None):
         self.repo, self.target, self.prometheus = repo, target, prometheus
+        target.clock = clock   # a target keeps the times it observes by the controller's clock
         self.clock, self.notify, self.can_write = clock, notify, can_write
         self.trust = trust            # a TrustPolicy: act only on signed commits
         self.refused: str | None = None
@@ -157,31 +137,39 @@ class Controller:
     # --- steps -------------------------------------------------------------
     def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime) -> Observations:
         readiness = dict(self.target.readiness(rel))
-        if not analysis_due(rel, now):
-            return Observations(readiness)
+        applied = self._applied(rel, settings)
+        if not analysis_due(rel, now, applied):
+            return Observations(readiness, applied=applied)
         waiting = rel.status.get("phase") == "WaitingApproval"
         if waiting:   # checked once per interval while it waits; a passing check commits nothing
             last = self._checked.get(rel.key)
             if last is not None and now < last + timedelta(seconds=interval(rel, int(rel.status.get("step", 0)))):
-                return Observations(readiness)
+                return Observations(readiness, applied=applied)
             self._checked[rel.key] = now
         # revision names: the pods' `version` label and the Deployment <name>-<revision>
         canary = revision.name_of(rel.status["canary"])
         stable = revision.name_of(rel.status.get("stable")) or canary
         try:
-            checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version=stable)
+            checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version=stable,
+                                          now=now, applied_at=window_start(rel, applied))
         except analysis.TemplateError as exc:
             log.warning("release=%s analysis template error: %s", rel.key, exc)
-            return Observations(readiness)
-        results = run_checks(self._provider(settings), checks, now)
-        return Observations(readiness, results, analysis.verdict(results, rel, settings))
+            return Observations(readiness, applied=applied)
+        results = metrics.run_checks(self._provider(settings), checks, now)
+        return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
 
-    def _provider(self, settings: Mapping[str, Any]) -> Prometheus | None:
-        if self.prometheus is not None:
-            return self.prometheus
-        owned = ((self.policy or {}).get("providers") or {}).get("prometheus")
-        prom = owned or (settings.get("providers") or {}).get("prometheus")
-        return prometheus_from_settings(prom)   # tokenFile, basicAuth, headers, timeout
+    def _applied(self, rel: Release, settings: Mapping[str, Any]) -> Applied | None:
+        """Is the routing of ``rel``'s current step live (None: nothing is judged now, so nobody asks)?"""
+        st = rel.status
+        if st.get("phase") not in CHECKED or int(st.get("step", 0)) < 1 or not st.get("canary") or not rel.is_mesh:
+            return None
+        return self.target.applied(rel, render(rel, settings), settings)
+
+    def _provider(self, settings: Mapping[str, Any]) -> dict[str, metrics.Provider]:
+        """The metrics providers by name: the policy file's when it defines any, else
+        sluice.yaml's (tokenFile, basicAuth, headers, caFile, timeout); ``--prometheus``
+        replaces the one named prometheus, the default of a metric that names none."""
+        return metrics.build(configured_providers(settings, self.policy), override=self.prometheus)
 
     def _rendered_path(self, rel_key: str) -> str:
         return manifests.release_path(rel_key)
@@ -352,7 +340,17 @@ class Controller:
         obs = replace(obs, running=running if not rel.status.get("stable") else None, rollback=pending.mark)
         if obs.analysis is not None:
             report.analysis[rel.key] = obs.analysis
-        return rel, obs, decide(rel, obs, now)
+        return rel, obs, self._note_unchecked(decide(rel, obs, now))
+
+    def _note_unchecked(self, decision: Decision) -> Decision:
+        """A rollout's commits say when nothing checked its readiness (the git target
+        without cluster access), so ``sluice status`` can say so too."""
+        if decision.event is None:
+            return decision
+        status = {k: v for k, v in decision.status.items() if k != "readinessChecked"}
+        if getattr(self.target, "read_readiness", True) is False and status.get("phase") in LIVE_PHASES:
+            status["readinessChecked"] = False
+        return replace(decision, status=status)
 
     def _urgent_objects(self, rel: Release, decision: Decision, settings) -> list[dict]:
         """A rollback's objects, marked on the VirtualService so that the next pass
@@ -426,6 +424,7 @@ class Controller:
                 report.pushed, report.commits, report.push_retries = result.pushed, result.commits, result.retries
                 if result.pushed:
                     report.tip = result.tip
+                    self.target.after_push(result.commits, loaded.settings)   # the git target nudges its applier
             except SluiceError as exc:
                 report.error = str(exc)
                 committed.clear()

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from reconciler.adapters.gitrepo import GitRepo, Identity
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 
 HUMAN = {"GIT_AUTHOR_NAME": "Dana Dev", "GIT_AUTHOR_EMAIL": "dana@example.com",
          "GIT_COMMITTER_NAME": "Dana Dev", "GIT_COMMITTER_EMAIL": "dana@example.com"}
@@ -141,7 +142,8 @@ def _edit(path: Path, *pairs: tuple[str, str]) -> None:
 def human_setup(work: Path, prom_url: str | None) -> None:
     """The demo's human commit: short intervals, and a bad productpage when analysis is real."""
     rel = work / "releases" / "bookinfo"
-    _edit(rel / "reviews.yaml", ("      interval: 1m", "      interval: 2s"),
+    # a step's window opens when its weight is live: at 1s scrapes a 3s step gives rate() 3 samples
+    _edit(rel / "reviews.yaml", ("      interval: 1m", "      interval: 3s"),
           ("  gates: {promotion: manual}       # a human approves the last jump to 100%\n", ""),
           ("  analysis:\n    metrics:", "  analysis:\n    interval: 5s\n    metrics:"))
     if prom_url:
@@ -149,7 +151,7 @@ def human_setup(work: Path, prom_url: str | None) -> None:
         _edit(rel / "productpage.yaml",
               ("    version: v1-2\n    image: docker.io/istio/examples-bookinfo-productpage-v1:1.20.1",
                "    version: v2\n    image: docker.io/istio/examples-bookinfo-productpage-v2:1.20.1"),
-              ("interval: 2m}", "interval: 2s}"),
+              ("interval: 2m}", "interval: 3s}"),
               ("  analysis:\n    metrics:", "  analysis:\n    interval: 5s\n    metrics:"))
     else:   # no Prometheus here: the canary is judged on time alone
         text = (rel / "reviews.yaml").read_text()

@@ -49,6 +49,10 @@ class Metrics:
         self.failed = Gauge("sluice_release_failed_checks", "failed checks of the rollout", ["release"], registry=r)
         self.phase = Gauge("sluice_release_phase", "1 for the release's current phase", ["release", "phase"], registry=r)
         self.metric = Gauge("sluice_analysis_value", "last analysis value", ["release", "metric"], registry=r)
+        self.metric_ok = Gauge("sluice_analysis_ok", "1 when the metric's last result was ok", ["release", "metric"],
+                               registry=r)
+        self.dry_run = Gauge("sluice_analysis_dry_run", "1 for a dry-run metric: measured, never decides",
+                             ["release", "metric"], registry=r)
         self.passes = Counter("sluice_passes_total", "reconcile passes by result", ["result"], registry=r)
         self.duration = Histogram("sluice_pass_duration_seconds", "reconcile pass duration", registry=r,
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -88,6 +92,8 @@ class Metrics:
             for res in results:
                 if res.value is not None:
                     self.metric.labels(key, res.name).set(res.value)
+                self.metric_ok.labels(key, res.name).set(1 if res.ok else 0)
+                self.dry_run.labels(key, res.name).set(1 if res.dry_run else 0)
 
 
 class Runner:

@@ -8,7 +8,8 @@ from datetime import timedelta
 import yaml
 
 from reconciler.adapters.gitrepo import GitRepo
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from reconciler.core import manifests
 from tests.support.drive import T0
 from tests.support.gitserver import clone_work, human_edit, make_bare, run

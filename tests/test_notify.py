@@ -7,7 +7,8 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from reconciler.adapters.gitrepo import GitRepo
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from tests.support.drive import T0
 from tests.support.gitserver import free_port, make_bare
 from tests.support.specs import dump, release_doc

@@ -9,7 +9,8 @@ import pytest
 
 from reconciler.adapters.gitrepo import GitRepo
 from reconciler.cli.main import main
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from reconciler.core import policy as policies
 from reconciler.core.loader import load_files
 from tests.support.gitserver import clone_work, human_commit, make_bare, run

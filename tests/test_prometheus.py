@@ -4,15 +4,13 @@ at step 3 rolls back at the right check, a latency regression rolls back,
 no traffic halts then fails, Prometheus down holds and never promotes, and
 the comparison with stable catches what a fixed bound misses."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-from reconciler.adapters.prometheus import Prometheus, run_checks
+from reconciler.adapters.metrics.prometheus import Prometheus
 from reconciler.core import analysis
-from reconciler.core.decide import Observations, analysis_due, decide
-from reconciler.core.model import Readiness
-from tests.support import prometheus as promsupport
+from tests.support import drive, prometheus as promsupport
 from tests.support.gitserver import free_port
 from tests.support.specs import release, release_doc
 
@@ -30,26 +28,9 @@ def rel_doc(metrics, **spec):
 
 def walk(url, doc, settings=None, *, start=T0 + 300, passes=30):
     """Run the rollout on simulated time, one pass a minute, checks at each pass's time."""
-    prom = Prometheus(url) if url else None
-    rel = release(doc)
-    settings = settings or {}
-    events = []
-    now = datetime.fromtimestamp(start, timezone.utc)
-    for _ in range(passes):
-        canary = (rel.status.get("canary") or {}).get("version", "v2")
-        results = verdict = None
-        if analysis_due(rel, now):
-            checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version="v1")
-            results = run_checks(prom, checks, now)
-            verdict = analysis.verdict(results, rel, settings)
-        d = decide(rel, Observations({canary: Readiness(canary, "ready")}, results, verdict), now)
-        if d.event:
-            events.append((int(now.timestamp()) - start, d.event))
-        rel = rel.with_status(d.status)
-        if rel.status["phase"] in ("Promoted", "RolledBack") and events:
-            break
-        now += timedelta(seconds=STEP_S)
-    return rel, events
+    providers = {"prometheus": Prometheus(url)} if url else {}
+    return drive.walk(providers, release(doc), settings, start=datetime.fromtimestamp(start, timezone.utc),
+                      passes=passes, every=STEP_S)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reconciler.adapters.prometheus import Prometheus, from_settings
-from reconciler.controller import Controller, GitTarget
+from reconciler.adapters.metrics.prometheus import Prometheus, from_settings
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from reconciler.errors import MetricsError
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,7 +122,7 @@ def test_controller_builds_the_provider_from_settings(tmp_path, server):
     token.write_text(TOKEN)
     ctl = Controller(repo=None, target=GitTarget())
     prom = ctl._provider({"providers": {"prometheus": {"address": server.url, "tokenFile": str(token),
-                                                       "headers": {"X-Scope-OrgID": "t"}}}})
+                                                       "headers": {"X-Scope-OrgID": "t"}}}})["prometheus"]
     assert isinstance(prom, Prometheus)
     prom.query("up")
     assert server.seen[-1]["Authorization"] == f"Bearer {TOKEN}"

@@ -9,7 +9,8 @@ import pytest
 
 from reconciler.adapters.gitrepo import GitRepo
 from reconciler.adapters.trust import TrustPolicy, signing_config, verify
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from tests.support.gitserver import make_bare, run
 from tests.support.signing import allowed_signers, gpg_key, ssh_key
 from tests.support.specs import dump, release_doc
@@ -104,11 +105,11 @@ class Recording(GitTarget):
 
     def __init__(self):
         super().__init__()
-        self.applied: list[dict] = []
+        self.seen: list[dict] = []
 
     def apply(self, desired, *, keep, urgent=False):
         for objects in desired.values():
-            self.applied.extend(objects)
+            self.seen.extend(objects)
         return super().apply(desired, keep=keep, urgent=urgent)
 
 
@@ -141,7 +142,7 @@ def test_unsigned_commit_pushed_during_push_retry_is_never_built_upon(setup, tar
     assert run("rev-parse", "main", cwd=bare).strip() == attacked[0]
     assert run("ls-tree", "-r", "--name-only", "main", cwd=bare).count("rendered/") == 0
     if target == "kubernetes":
-        assert "evil.example.com" not in repr(ctl.target.applied)
+        assert "evil.example.com" not in repr(ctl.target.seen)
     assert "evil.example.com" not in repr(report.outcomes)
     again = ctl.run_pass()   # and the next pass refuses it too
     assert again.error and "tip is unsigned" in again.error

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 import kubernetes
@@ -25,9 +26,10 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.core import revision
-from reconciler.core.diff import Action, ObjRef, diff, ref_of, release_of, stamp
+from reconciler.core.diff import APPLIED_ANNOTATION, Action, ObjRef, diff, ref_of, release_of, stamp
+from reconciler.core.trusted import parse_time
 from reconciler.core.model import (
-    DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
+    Applied, DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
     Release,
 )
 from reconciler.core.readiness import deployment_readiness
@@ -200,6 +202,18 @@ def _of_instance(obj: Mapping[str, Any], instance: str) -> bool:
     return labels.get(LABEL_INSTANCE, DEFAULT_INSTANCE if instance == DEFAULT_INSTANCE else None) == instance
 
 
+def _fingerprint_of(obj: Mapping[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
+
+
+def managed_time(obj: Mapping[str, Any], manager: str) -> datetime | None:
+    """When ``manager`` last changed ``obj`` (its ``managedFields`` entries' latest time; None: unknown)."""
+    times = [parse_time(e.get("time")) for e in (obj.get("metadata") or {}).get("managedFields") or []
+             if isinstance(e, Mapping) and e.get("manager") == manager]
+    times = [t for t in times if t is not None]
+    return max(times) if times else None
+
+
 def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> dict[str, Readiness]:
     """Readiness of each live revision of ``rel`` (by revision name) from the listed Deployments."""
     out = {}
@@ -238,6 +252,8 @@ class KubernetesTarget:
         self.live: dict[ObjRef, dict] = {}
         self._by_release: dict[str | None, list[dict]] | None = None
         self.namespaces: set[str] | None = None   # from the inventory, read once per process
+        self._routed: dict[ObjRef, tuple[str | None, datetime]] = {}   # VirtualService -> (fingerprint, applied at)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)   # the controller sets its own
 
     def observe(self, releases: list[Release]) -> None:
         if self.namespaces is None:
@@ -255,6 +271,39 @@ class KubernetesTarget:
             for obj in self.live.values():
                 self._by_release.setdefault(release_of(obj), []).append(obj)
         return self._by_release.get(release, [])
+
+    def applied(self, rel: Release, desired: list[dict], settings: Mapping[str, Any]) -> Applied:
+        """The routing of ``desired`` is live once every VirtualService in it is, as
+        last observed, what Sluice would apply (no action left). Since when: the
+        moment this process's apply of it returned (by the controller's clock);
+        for routing another process applied (a restart, a new leader), Sluice's
+        last change to the object (its ``managedFields`` time, which a real API
+        server moves when a manager changes a value it owns), rounded up to the
+        next second and kept between the step's commit and now."""
+        routes = [o for o in desired if o.get("kind") == "VirtualService"]
+        if not routes:
+            return Applied(None, known=False)
+        since = []
+        for obj in routes:
+            ref = ref_of(obj)
+            live = self.live.get(ref)
+            if live is None or any(a.op != "delete" for a in diff(self._stamped([obj]), {ref: live})):
+                return Applied(None, waiting=f"VirtualService {ref.namespace}/{ref.name} does not carry this "
+                                             "step's routing yet")
+            fp, at = self._routed.get(ref, (None, None))
+            if fp != _fingerprint_of(live):
+                at = managed_time(live, FIELD_MANAGER)
+                if at is None:
+                    return Applied(None, known=False)   # nothing to tell from: the window opens at the step's commit
+                now = self.clock()
+                started = parse_time(rel.status.get("stepStartedAt")) or now
+                at = min(max(at + timedelta(seconds=1), started), now)
+                self._routed[ref] = (_fingerprint_of(live), at)   # kept: the same answer next pass
+            since.append(at)
+        return Applied(max(since))
+
+    def after_push(self, commits: list[str], settings: Mapping[str, Any]) -> None:
+        return None   # Sluice applies itself, right after the push
 
     def _stamped(self, objs: list[dict]) -> list[dict]:
         return [stamp(o, instance=self.instance, live=self.live.get(ref_of(o))) for o in objs]
@@ -340,6 +389,8 @@ class KubernetesTarget:
         if action.why == "drift":
             report.drifted.append(f"{action.ref.kind}/{action.ref.name}")
         self.live[action.ref] = applied or action.desired
+        if action.ref.kind == "VirtualService":   # when this routing went live, by the controller's clock
+            self._routed[action.ref] = (_fingerprint_of(self.live[action.ref]), self.clock())
 
 
 def _immutable(exc: Exception) -> bool:

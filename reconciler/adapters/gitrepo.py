@@ -416,3 +416,26 @@ class GitRepo:
             path = yml
         # one literal path: git's changed-path Bloom filters only help a single pathspec
         return history(self.log_file([path], ref), release)
+
+    # --- ancestry (the git target asks which commit an applier has reached) -----------
+    def last_change(self, path: str, ref: str | None = None) -> str | None:
+        """The last commit at ``ref`` (default: the remote tip) that changed ``path``; None
+        when no commit did (the path does not exist there)."""
+        out = self.git("log", "-n1", "--format=%H", "--no-renames", ref or self.remote_ref, "--", path).strip()
+        return out or None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool | None:
+        """Is ``ancestor`` ``descendant`` or one of its ancestors? None when this clone
+        does not have ``descendant`` (a commit pushed after our last fetch, or another
+        repository's): it cannot be told yet."""
+        try:
+            self.git("cat-file", "-e", f"{descendant}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        try:
+            self.git("merge-base", "--is-ancestor", ancestor, descendant)
+            return True
+        except git.GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            return None

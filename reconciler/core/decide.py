@@ -26,12 +26,14 @@ from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.trusted import parse_time, status_problems
 from reconciler.core.model import (
     DEFAULT_INTERVAL, DEFAULT_MAX_FAILED_CHECKS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_SCALE_DOWN_DELAY,
-    DOWN_PHASES, LIVE_PHASES, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
+    DOWN_PHASES, LIVE_PHASES, Applied, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
 )
 from reconciler.core import revision
 
 LIVE = LIVE_PHASES
 NOT_READY_RECHECK = 5.0   # seconds between readiness looks while a version starts
+APPLIED_RECHECK = 2.0     # seconds between looks at the applier while a step's routing is not live yet
+STEP_SCOPED = ("appliedAt", "heldBy")   # status fields of one step: a new step starts without them
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Observations:
     verdict: str | None = None                  # pass | fail | hold for that check (analysis.verdict)
     running: tuple[Mapping[str, Any], ...] | None = None   # what runs (observed.running); None: unknown
     rollback: Mapping[str, Any] | None = None  # a rollback applied whose commit has not landed
+    applied: Applied | None = None             # is the status's routing live, since when (None: not asked)
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def _verdict(obs: Observations) -> str | None:
 
 
 def _failure_words(obs: Observations) -> str:
-    bad = [r for r in obs.analysis or () if not r.ok]
+    bad = [r for r in obs.analysis or () if not r.ok and not r.dry_run]   # a dry run never speaks for a decision
     return "; ".join(f"{r.name} {r.message or r.outcome}" for r in bad)
 
 
@@ -176,7 +179,7 @@ class _Ctx:
         self.rel, self.obs, self.now = rel, obs, now
         self.st: dict[str, Any] = dict(rel.status)
         self.target = revision.target(rel)
-        if rel.spec.get("skipAnalysis") and analysis_due(rel, now):
+        if rel.spec.get("skipAnalysis") and analysis_due(rel, now, obs.applied):
             # a hotfix: each stage passes when its time is up, with no metrics asked
             self.obs = replace(obs, analysis=(), verdict="pass")
 
@@ -190,7 +193,15 @@ class _Ctx:
             step=status.get("step") if n else None, steps=n or None, version=revision.display(canary),
             stable=revision.display(_ver(status.get("stable"))) if status.get("stable") else None,
             phase=status.get("phase"),
-            reason=reason, evidence=_evidence(self.obs) if evidence else ())
+            reason=reason, evidence=_evidence(self.obs) if evidence else (),
+            applied_after=self.applied_after() if evidence else None)
+
+    def applied_after(self) -> float | None:
+        """Seconds from this step's commit to its routing being live, when a target told."""
+        applied, started = self.obs.applied, parse_time(self.st.get("stepStartedAt"))
+        if applied is None or applied.at is None or started is None:
+            return None
+        return max(0.0, (applied.at - started).total_seconds())
 
 
 def _start(c: _Ctx, action: str = "start", note: str = "") -> Decision:
@@ -474,27 +485,44 @@ def rebuild_doubts(rel: Release, running: tuple[Mapping[str, Any], ...] | None) 
 CHECKED = ("Progressing", "WaitingApproval")   # phases whose new version takes traffic and is judged
 
 
-def analysis_at(rel: Release) -> datetime | None:
+def analysis_at(rel: Release, applied: Applied | None = None) -> datetime | None:
     """When the next check of ``rel`` is due by its status; None when none is
-    (before the first step, paused, not rolling out). A release waiting for
-    approval is still checked once per interval: its new version serves traffic
-    while it waits, and a failure still rolls it back (the controller keeps the
-    time of that check in memory, so waiting costs one query an interval and no
-    commit)."""
+    (before the first step, paused, not rolling out, or the step's routing not
+    live yet). A release waiting for approval is still checked once per
+    interval: its new version serves traffic while it waits, and a failure
+    still rolls it back (the controller keeps the time of that check in memory,
+    so waiting costs one query an interval and no commit).
+
+    A check is due one interval after the latest of: the step's commit, the
+    moment its routing was live (``applied``, or ``status.appliedAt``), the
+    last check."""
     st = rel.status
     phase, step = st.get("phase"), int(st.get("step", 0))
     if phase not in CHECKED or step < 1 or not st.get("canary"):
         return None
-    since = [t for t in (parse_time(st.get("stepStartedAt")), parse_time((st.get("lastAnalysis") or {}).get("at"))) if t]
+    if applied is not None and applied.pending:
+        return None
+    marks = (st.get("stepStartedAt"), st.get("appliedAt"), (st.get("lastAnalysis") or {}).get("at"))
+    since = [t for t in (*map(parse_time, marks), applied.at if applied is not None else None) if t]
     if not since:
         return datetime.min.replace(tzinfo=timezone.utc)
     return max(since) + timedelta(seconds=interval(rel, step))
 
 
-def analysis_due(rel: Release, now: datetime) -> bool:
+def analysis_due(rel: Release, now: datetime, applied: Applied | None = None) -> bool:
     """Should the controller run a check for ``rel`` this pass?"""
-    due = analysis_at(rel)
+    due = analysis_at(rel, applied)
     return due is not None and now >= due
+
+
+def window_start(rel: Release, applied: Applied | None = None) -> datetime | None:
+    """Where a check's query window may start: the moment the step's routing was
+    live (``applied``, ``status.appliedAt``), else the step's commit. Traffic of
+    an earlier weight is never judged as this step's."""
+    st = rel.status
+    if applied is not None and applied.at is not None:
+        return applied.at
+    return parse_time(st.get("appliedAt")) or parse_time(st.get("stepStartedAt"))
 
 
 def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
@@ -514,6 +542,8 @@ def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
         hints.append(wait if wait > 0 else max(interval(after, step), NOT_READY_RECHECK))
     if st.get("phase") == "Progressing" and (step == 0 or st.get("notReadySince")):
         hints.append(NOT_READY_RECHECK)
+    if st.get("heldBy") == "applier":
+        hints.append(APPLIED_RECHECK)
     until = parse_time((st.get("retiring") or {}).get("until"))
     if until is not None:
         wait = (until - now).total_seconds()
@@ -548,6 +578,24 @@ def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
     return Decision(c.st)
 
 
+def _wait_applied(c: _Ctx, canary: str, applied: Applied) -> Decision:
+    """The step's routing is not live yet (the git target's applier has not
+    applied its commit): no check is due. Past the target's deadline the
+    rollout is held, once, with a message naming what it waits for; it goes on
+    by itself when the routing is live. A rollback never waits for this."""
+    weight = c.st.get("weight", 0)
+    started = parse_time(c.st.get("stepStartedAt"))
+    late = (applied.deadline is not None and started is not None
+            and (c.now - started).total_seconds() > applied.deadline)
+    if late and c.st.get("heldBy") != "applier":
+        message = (f"held at {weight}%: {applied.waiting or 'the routing is not live'} for more than "
+                   f"{format_duration(applied.deadline)}; the rollout goes on once it is live")
+        status = {**c.st, "heldBy": "applier", "message": message}
+        return Decision(status, c.event("hold", f"{canary} held at {weight}%: routing not applied", status,
+                                        reason=applied.waiting), next_check_in=APPLIED_RECHECK)
+    return Decision(c.st, next_check_in=APPLIED_RECHECK)
+
+
 def _progressing(c: _Ctx) -> Decision:
     canary = revision.display(c.st["canary"])
     ready = c.obs.readiness.get(revision.name_of(c.st["canary"])) or Readiness(canary, "missing")
@@ -565,6 +613,15 @@ def _progressing(c: _Ctx) -> Decision:
         return _promote(c)
     if step == 0:
         return _enter_stage(c, 1)
+    applied = c.obs.applied
+    if applied is not None and applied.pending and c.st.get("phase") == "Progressing":
+        return _wait_applied(c, canary, applied)
+    if applied is not None and applied.at is not None and c.st.get("appliedAt") is None:
+        c.st["appliedAt"] = iso(applied.at + timedelta(microseconds=999_999))   # whole seconds, never early
+    if c.st.pop("heldBy", None) and c.obs.analysis is None:
+        status = {**c.st, "message": f"{canary} at {c.st.get('weight', 0)}% is live: checks resume"}
+        return Decision(status, c.event("resume", f"{canary} at {c.st.get('weight', 0)}% applied: checks resume",
+                                        status), next_check_in=interval(c.rel, step))
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
         if approved(c.rel, c.st["canary"]["version"], waiting):
@@ -698,6 +755,9 @@ def decide(release: Release, obs: Observations, now: datetime) -> Decision:
     d = _decide(release, obs, now)
     if d.event is None:
         return d
+    if d.status.get("stepStartedAt") != release.status.get("stepStartedAt"):
+        # a new step (or a new rollout, or a rollback): what was true of the last step's routing is not
+        d = replace(d, status={k: v for k, v in d.status.items() if k not in STEP_SCOPED})
     # a person's emergency request acts once: remembered through every later transition
     for key in ("rollbackDone", "promoteDone"):
         if release.status.get(key) and key not in d.status:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import podsecurity, policy as policies, schema, tenancy
+from reconciler.core import analysis, podsecurity, policy as policies, schema, tenancy
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
     BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
@@ -235,7 +235,8 @@ def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = Non
         return {}, []
     if not isinstance(doc, dict):
         return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
-    raw = list(schema.errors("sluice", doc)) or policies.widening(doc, policy) or _credentials(doc, policy)
+    raw = (list(schema.errors("sluice", doc)) or policies.widening(doc, policy) or _credentials(doc, policy)
+           or _analysis_settings_problems(doc, policy))
     raw = [(p, _settings_message(p, m), k) for p, m, k in raw]
     if raw:
         return {}, _locate(SETTINGS_FILE, data, raw, "")
@@ -248,10 +249,44 @@ def _credentials(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> li
     at themselves. Credentials then come from the policy's providers only."""
     if policy is None:
         return []
-    prom = (doc.get("providers") or {}).get("prometheus") or {}
-    return [(("providers", "prometheus", key), f"providers.prometheus.{key}: credentials are the controller's, "
+    return [(("providers", name, key), f"providers.{name}.{key}: credentials are the controller's, "
              "set them in the policy file's providers (a repo edit must not choose which secret is sent where)", True)
-            for key in ("tokenFile", "basicAuth") if key in prom]
+            for name, cfg in (doc.get("providers") or {}).items()
+            for key in ("tokenFile", "basicAuth") if key in (cfg or {})]
+
+
+def _analysis_settings_problems(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> list[_Raw]:
+    """Providers and metric templates, beyond the schema: web providers' jsonPath and
+    templates, each template's provider defined, its condition one condition."""
+    out = analysis.provider_problems(doc.get("providers") or {})
+    providers = policies.providers(doc, policy)
+    for name, tmpl in (doc.get("metricTemplates") or {}).items():
+        base = ("metricTemplates", name)
+        wanted = tmpl.get("provider")
+        if wanted and wanted != analysis.DEFAULT_PROVIDER and wanted not in providers:
+            out.append((base + ("provider",), _undefined_provider(wanted, providers, policy), False))
+        kind = _kind(providers, wanted or analysis.DEFAULT_PROVIDER)
+        if kind == "web" and tmpl.get("query"):
+            out.append((base + ("query",), f"provider {wanted!r} is a web provider: it asks its url, "
+                                           "a template for it has no query", True))
+        elif kind != "web" and not tmpl.get("query"):
+            out.append((base, f"metric template {name!r} needs a query (or a web provider)", False))
+        out += [(base + (key,), message, True) for key, message in analysis.condition_problems(tmpl)]
+        if "tolerance" in tmpl and not tmpl.keys() & {"equals", "notEquals"}:
+            out.append((base + ("tolerance",), "tolerance applies to equals or notEquals only", True))
+    return out
+
+
+def _kind(providers: Mapping[str, Any], name: str) -> str:
+    """The type of provider ``name`` (a missing one counts as prometheus: the default, maybe given by a flag)."""
+    cfg = providers.get(name)
+    return (cfg.get("type") or "prometheus") if isinstance(cfg, Mapping) else "prometheus"
+
+
+def _undefined_provider(name: str, providers: Mapping[str, Any], policy: Mapping[str, Any] | None) -> str:
+    where = "the controller policy's providers" if (policy or {}).get("providers") else f"{SETTINGS_FILE} providers"
+    known = ", ".join(sorted(providers)) or "none"
+    return f"provider {name!r} is not defined in {where} (defined: {known})"
 
 
 def _settings_message(path: tuple[Any, ...], message: str) -> str:
@@ -259,26 +294,51 @@ def _settings_message(path: tuple[Any, ...], message: str) -> str:
     if path == ("trust",):
         return ("trust anchors are not read from the repo (a commit could vouch for itself): configure "
                 "--trust-* or the policy file's trust:, and remove this block")
-    if path == ("providers", "prometheus") and "should not be valid" in message:
-        return "providers.prometheus: set tokenFile or basicAuth, not both"
-    if path == ("providers", "prometheus", "headers") and "should not be valid" in message:
-        return ("providers.prometheus.headers: Authorization, Host, Cookie and Content-Length cannot be set "
+    if len(path) == 3 and path[0] == "providers" and path[2] == "type":
+        return f"providers.{path[1]}.type: use prometheus (the default) or web"
+    if len(path) == 2 and path[0] == "providers" and "should not be valid" in message:
+        return f"providers.{path[1]}: set tokenFile or basicAuth, not both"
+    if len(path) == 3 and path[0] == "providers" and path[2] == "headers" and "should not be valid" in message:
+        return (f"providers.{path[1]}.headers: Authorization, Host, Cookie and Content-Length cannot be set "
                 "here (use tokenFile or basicAuth)")
     return message
 
 
-def _metric_problems(rel: Release, settings: Mapping[str, Any]) -> list[_Raw]:
+def _metric_problems(rel: Release, settings: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> list[_Raw]:
     templates = settings.get("metricTemplates") or {}
-    out = []
+    providers = policies.providers(settings, policy)
+    out: list[_Raw] = []
     for i, metric in enumerate(rel.metrics):
+        at = ("spec", "analysis", "metrics", i)
         name, tmpl = metric.get("name"), metric.get("template")
+        template = templates.get(tmpl or name) or {}
+        provider = analysis.provider_of(metric, settings)
+        kind = _kind(providers, provider)
         if tmpl is not None and tmpl not in templates:
-            out.append((("spec", "analysis", "metrics", i, "template"),
-                        f"metric template {tmpl!r} is not defined in sluice.yaml metricTemplates", False))
+            out.append((at + ("template",), f"metric template {tmpl!r} is not defined in sluice.yaml metricTemplates",
+                        False))
+        elif metric.get("provider") and provider != analysis.DEFAULT_PROVIDER and provider not in providers:
+            out.append((at + ("provider",), _undefined_provider(provider, providers, policy), False))
+        elif kind == "web":
+            if metric.get("query"):
+                out.append((at + ("query",), f"provider {provider!r} is a web provider: it asks its url, "
+                                             "a metric for it has no query", True))
+            elif analysis.uses_builtin_query(metric, settings):
+                out.append((at + ("name",), f"{name} is a built-in PromQL metric; provider {provider!r} is a web "
+                                            "provider: name the metric otherwise", False))
         elif tmpl is None and "query" not in metric and name not in BUILTIN_METRICS and name not in templates:
-            out.append((("spec", "analysis", "metrics", i, "name"),
+            out.append((at + ("name",),
                         f"unknown metric {name!r}: use {' or '.join(BUILTIN_METRICS)}, a sluice.yaml "
                         "metricTemplates entry, or give it a query", False))
+        if "minRequests" in metric and not (kind != "web" and analysis.uses_builtin_query(metric, settings)):
+            out.append((at + ("minRequests",), "minRequests counts the Istio requests of the built-in metrics "
+                                               f"({', '.join(BUILTIN_METRICS)}); this metric asks its own query",
+                        True))
+        out += [(at + (key,), message, True) for key, message in analysis.condition_problems(metric)]
+        cond = analysis.condition(metric, template)
+        if "tolerance" in cond and not cond.keys() & {"equals", "notEquals"}:
+            out.append((at + (("tolerance",) if "tolerance" in metric else ("name",)),
+                        "tolerance applies to equals or notEquals only", "tolerance" in metric))
     return out
 
 
@@ -317,7 +377,7 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
         rel = Release(path=path, doc=res.doc, blob=blob)
         raw = list(res.raw)
         if res.schema_ok:
-            raw += _metric_problems(rel, settings)
+            raw += _metric_problems(rel, settings, policy)
             if (rel.spec.get("config") or {}).get("files"):
                 config, bad_config = _config_files(rel, files)
                 rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config

@@ -6,7 +6,7 @@ end, as ``git interpret-trailers`` reads them)::
 
     bookinfo/reviews: canary v2 20% -> 30% (step 3/4)
 
-    request-success-rate 99.92 (min 99) ok; request-duration 212 (max 500) ok
+    request-success-rate 99.92 (min 99, over 1m) ok; request-duration 212 (max 500, over 1m) ok
 
     Sluice-Release: bookinfo/reviews
     Sluice-Action: advance
@@ -16,8 +16,10 @@ end, as ``git interpret-trailers`` reads them)::
     Sluice-Version: v2
     Sluice-Stable: v1
     Sluice-Phase: Progressing
-    Sluice-Evidence: request-success-rate=99.92 min=99 ok
-    Sluice-Evidence: request-duration=212 max=500 ok
+    Sluice-Evidence: request-success-rate=99.92 min=99 window=1m provider=prometheus ok
+    Sluice-Evidence: request-duration=212 max=500 window=1m provider=prometheus ok
+    Sluice-Query: request-success-rate sum(rate(istio_requests_total{...}[1m])) / ...
+    Sluice-Query: request-duration histogram_quantile(0.99, ...)
 
 ``parse_commit`` reads the trailers back; history is built from them.
 """
@@ -39,21 +41,32 @@ def _num(value: Any) -> str:
     return str(value)
 
 
+_BOUNDS = ("min", "max", "equals", "notEquals", "tolerance")
+
+
 def evidence_words(item: Mapping[str, Any]) -> str:
-    """``request-success-rate 99.92 (min 99) ok``."""
+    """``request-success-rate 99.92 (min 99, over 1m) ok``; a dry run says so,
+    a provider other than the default is named."""
     value = _num(item["value"]) if item.get("value") is not None else "no data"
-    bounds = ", ".join(f"{b} {_num(item[b])}" for b in ("min", "max") if item.get(b) is not None)
+    facts = [f"{b} {_num(item[b])}" for b in _BOUNDS if item.get(b) is not None]
     if item.get("stable") is not None:
-        bounds = ", ".join(filter(None, [bounds, f"stable {_num(item['stable'])}"]))
+        facts.append(f"stable {_num(item['stable'])}")
+    if item.get("window"):
+        facts.append(f"over {item['window']}")
+    if item.get("provider") and item["provider"] != "prometheus":
+        facts.append(f"via {item['provider']}")
     verdict = "ok" if item.get("ok") else item.get("outcome", "failed")
-    return f"{item['name']} {value}" + (f" ({bounds})" if bounds else "") + f" {verdict}"
+    dry = " (dry run: not judged)" if item.get("dryRun") else ""
+    return f"{item['name']} {value}" + (f" ({', '.join(facts)})" if facts else "") + f" {verdict}{dry}"
 
 
 def evidence_trailer(item: Mapping[str, Any]) -> str:
-    """``request-success-rate=99.92 min=99 ok`` (one token per fact, for programs)."""
+    """``request-success-rate=99.92 min=99 window=1m provider=prometheus ok`` (one token per fact, for programs)."""
     value = _num(item["value"]) if item.get("value") is not None else "nodata"
     parts = [f"{item['name']}={value}"]
-    parts += [f"{b}={_num(item[b])}" for b in ("min", "max", "stable") if item.get(b) is not None]
+    parts += [f"{b}={_num(item[b])}" for b in _BOUNDS + ("stable", "window", "provider") if item.get(b) is not None]
+    if item.get("dryRun"):
+        parts.append("dryRun=true")
     parts.append("ok" if item.get("ok") else item.get("outcome", "failed"))
     return " ".join(parts)
 
@@ -70,6 +83,9 @@ def format_commit(event: Event) -> str:
         body.append("; ".join(evidence_words(e) for e in event.evidence))
     if event.reason:
         body.append(_one_line(event.reason))
+    if event.applied_after is not None:
+        body.append(f"The step's routing was live {event.applied_after:.1f}s after its commit; "
+                    f"the check's window started then.")
     trailers = [("Release", event.release), ("Action", event.action)]
     if event.weight is not None:
         trailers.append(("Weight", str(event.weight)))
@@ -82,7 +98,10 @@ def format_commit(event: Event) -> str:
             trailers.append((key, value))
     if event.reason:
         trailers.append(("Reason", _one_line(event.reason)))
+    if event.applied_after is not None:
+        trailers.append(("Applied-After", f"{event.applied_after:.1f}s"))
     trailers += [("Evidence", evidence_trailer(e)) for e in event.evidence]
+    trailers += [("Query", _one_line(f"{e['name']} {e['query']}")) for e in event.evidence if e.get("query")]
     parts = [subject] + body + ["\n".join(f"Sluice-{k}: {v}" for k, v in trailers)]
     return "\n\n".join(parts) + "\n"
 
@@ -105,7 +124,12 @@ class ParsedCommit:
         return int(value) if value and value.lstrip("-").isdigit() else None
 
     def evidence(self) -> list[dict[str, Any]]:
-        return [parse_evidence(v) for v in self.trailers.get("Sluice-Evidence", ())]
+        items = [parse_evidence(v) for v in self.trailers.get("Sluice-Evidence", ())]
+        queries = dict(v.partition(" ")[::2] for v in self.trailers.get("Sluice-Query", ()))
+        for item in items:
+            if item.get("name") in queries:
+                item["query"] = queries[item["name"]]
+        return items
 
 
 def parse_evidence(text: str) -> dict[str, Any]:
@@ -117,6 +141,9 @@ def parse_evidence(text: str) -> dict[str, Any]:
             key, _, raw = tok.partition("=")
             if not out:
                 out["name"], key = key, "value"
+            if key == "dryRun":
+                out[key] = raw == "true"
+                continue
             try:
                 out[key] = float(raw) if raw != "nodata" else None
             except ValueError:

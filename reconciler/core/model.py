@@ -9,9 +9,10 @@ decision function and the plan agree on them (docs/release-spec.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Mapping
 
-from reconciler.core.durations import parse_duration
+from reconciler.core.durations import format_duration, parse_duration
 
 API_VERSION = "sluice.dev/v1alpha1"
 KIND = "Release"
@@ -249,6 +250,7 @@ class Event:
     phase: str | None = None
     reason: str = ""
     evidence: tuple[Mapping[str, Any], ...] = ()
+    applied_after: float | None = None   # seconds from the step's commit to its routing being live
 
 
 @dataclass(frozen=True)
@@ -271,13 +273,44 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """Whether the traffic a release's status asks for is live, and since when.
+
+    ``at``: the moment the live routing first carried this status's weights
+    (the kubernetes target: Sluice's own apply, from the VirtualService's
+    managedFields; the git target: when the applier, Argo CD or Flux, was
+    first seen to have applied the commit that set them). None: not live
+    yet; ``waiting`` says what it waits for. A step's analysis window opens
+    at ``at`` and never before (docs/rollout.md "Analysis windows").
+    ``known=False``: the target cannot tell (the git target with no applier
+    configured); the window then opens when the step was committed.
+    """
+
+    at: datetime | None
+    waiting: str = ""
+    known: bool = True
+    deadline: float | None = None   # seconds a step may wait for it before the rollout is held
+
+    @property
+    def pending(self) -> bool:
+        return self.known and self.at is None
+
+
+@dataclass(frozen=True)
 class MetricResult:
     """One metric of one analysis check.
 
-    ``outcome``: ``ok``; ``failed`` (outside a bound or worse than stable by
-    more than allowed); ``nodata`` (empty result, NaN, +Inf, -Inf);
+    ``outcome``: ``ok``; ``failed`` (outside its condition or worse than
+    stable by more than allowed); ``nodata`` (empty result, NaN, +Inf, -Inf,
+    fewer requests than ``minRequests``, or a window too short to ask);
     ``error`` (provider unreachable or the query failed). Only ``ok``
-    advances; see docs/release-spec.md "Analysis outcomes".
+    advances; see docs/release-spec.md "Analysis outcomes". A ``dry_run``
+    result is recorded like any other and never counts in the verdict.
+
+    What was asked is kept with the answer: the ``provider`` by name, the
+    ``query`` as the provider describes it (secrets redacted), and the
+    ``window`` in seconds actually queried (a step's window starts when its
+    weight was applied).
     """
 
     name: str
@@ -287,6 +320,13 @@ class MetricResult:
     max: float | None = None
     stable_value: float | None = None   # set when the metric compares to stable
     message: str = ""
+    equals: float | None = None         # ok when |value - equals| <= tolerance
+    not_equals: float | None = None     # ok when |value - notEquals| > tolerance
+    tolerance: float | None = None
+    provider: str = ""
+    query: str = ""
+    window: float | None = None
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -299,13 +339,21 @@ class MetricResult:
             out["value"] = round(self.value, 6)
         if self.stable_value is not None:
             out["stable"] = round(self.stable_value, 6)
-        if self.min is not None:
-            out["min"] = self.min
-        if self.max is not None:
-            out["max"] = self.max
+        for key, bound in (("min", self.min), ("max", self.max), ("equals", self.equals),
+                           ("notEquals", self.not_equals), ("tolerance", self.tolerance)):
+            if bound is not None:
+                out[key] = bound
         out["ok"] = self.ok
         if not self.ok:
             out["outcome"] = self.outcome
         if self.message and not self.ok:
             out["message"] = self.message
+        if self.dry_run:
+            out["dryRun"] = True
+        if self.window is not None:
+            out["window"] = format_duration(self.window)
+        if self.provider:
+            out["provider"] = self.provider
+        if self.query:
+            out["query"] = self.query
         return out

@@ -34,7 +34,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any, Mapping
 
-from reconciler.core import schema
+from reconciler.core import analysis, schema
 from reconciler.core.model import Problem
 from reconciler.core.parse import Locator, YamlProblem, decode, parse
 
@@ -63,10 +63,18 @@ def load(data: bytes, path: str) -> tuple[dict[str, Any], list[Problem]]:
         return {}, [Problem(path, exc.message, (), exc.line, exc.col)]
     if not isinstance(doc, dict):
         return {}, [Problem(path, "expected a mapping (a Policy)")]
-    raw = list(schema.errors("policy", doc))
+    raw = list(schema.errors("policy", doc)) or analysis.provider_problems(doc.get("providers") or {})
     if raw:
         return {}, locate(path, data, raw)
     return doc, []
+
+
+def providers(settings: Mapping[str, Any], policy: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The metrics providers in force, by name: the policy's when it defines any
+    (the repo's are then ignored: a repo edit cannot choose where the controller's
+    credentials go), else ``sluice.yaml``'s."""
+    owned = (policy or {}).get("providers")
+    return owned if owned else (settings.get("providers") or {})
 
 
 def folders(policy: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

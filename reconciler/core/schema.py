@@ -8,6 +8,7 @@ performs per call.
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import lru_cache
 from importlib import resources
@@ -35,7 +36,7 @@ def _fast(name: str):
     jsonschema at saying "valid", which is the answer for almost every file of
     every pass. The schemas use no keyword whose meaning differs between
     draft-07 (what fastjsonschema implements) and 2020-12."""
-    doc = dict(schema(name))
+    doc = copy.deepcopy(schema(name))   # fastjsonschema rewrites $refs in place: keep the shared schema as written
     doc["$schema"] = "http://json-schema.org/draft-07/schema#"
     return fastjsonschema.compile(doc)
 

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 from reconciler.core.model import DOWN_PHASES, LIVE_PHASES, Release
 
 CLOCK_SKEW = timedelta(minutes=5)   # clocks of people's laptops and CI runners drift; beyond this is doubt
-TIMESTAMPS = (("startedAt",), ("stepStartedAt",), ("notReadySince",), ("stableServedUntil",), ("lastAnalysis", "at"),
+TIMESTAMPS = (("startedAt",), ("stepStartedAt",), ("notReadySince",), ("appliedAt",), ("stableServedUntil",), ("lastAnalysis", "at"),
               ("retiring", "until"), ("rolledBack", "at"), ("drift", "detectedAt"))
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 

@@ -55,3 +55,31 @@ class Driver:
     @property
     def status(self):
         return self.rel.status
+
+
+def walk(providers, rel: Release, settings=None, *, start: datetime, passes: int = 30, every: float = 60,
+         stable: str = "v1"):
+    """Run ``rel``'s rollout on simulated time against real metrics ``providers``
+    (name -> provider), one pass every ``every`` seconds from ``start``, each
+    check asked as the controller asks it (windows cut at the step's start).
+    Returns the last release and [(seconds since start, event)]."""
+    from reconciler.adapters.metrics import run_checks   # adapters: only the drivers of real stores need them
+
+    settings = settings or {}
+    events = []
+    now = start
+    for _ in range(passes):
+        canary = (rel.status.get("canary") or {}).get("version", "v2")
+        results = verdict = None
+        if analysis_due(rel, now):
+            checks = analysis_mod.plan_checks(rel, settings, canary_version=canary, stable_version=stable, now=now)
+            results = run_checks(providers, checks, now)
+            verdict = analysis_mod.verdict(results, rel, settings)
+        d = decide(rel, Observations({canary: Readiness(canary, "ready")}, results, verdict), now)
+        if d.event:
+            events.append((int((now - start).total_seconds()), d.event))
+        rel = rel.with_status(d.status)
+        if rel.status["phase"] in ("Promoted", "RolledBack") and events:
+            break
+        now += timedelta(seconds=every)
+    return rel, events

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from reconciler.adapters.gitrepo import GitRepo
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from tests.support.drive import T0
 from tests.support.gitserver import clone_work, make_bare, run
 

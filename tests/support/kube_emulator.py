@@ -9,7 +9,8 @@ API-server behaviours (each has its own test in tests/test_kube_emulator.py):
 
 - ``resourceVersion`` (a global counter, unchanged by a no-op write), ``uid``,
   ``creationTimestamp``, ``generation`` bumped only when ``spec`` changes;
-  writes to the main resource never change ``status``;
+  writes to the main resource never change ``status`` (but for CRDs served
+  without a status subresource, as Argo CD's Application: ``NO_STATUS_SUBRESOURCE``);
 - 201 on create, 409 AlreadyExists, PUT with 409 on a stale ``resourceVersion``;
 - validation with 422 Invalid and the server's messages: a Deployment's
   ``spec.selector`` is immutable and must match the template labels,
@@ -732,10 +733,23 @@ KIND_OF = {"deployments": "Deployment", "services": "Service", "virtualservices"
            "secrets": "Secret", "pods": "Pod", "namespaces": "Namespace", "replicasets": "ReplicaSet",
            "horizontalpodautoscalers": "HorizontalPodAutoscaler"}
 SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+# CRDs served WITHOUT a status subresource, as their projects ship them: Argo CD's
+# Application (argoproj/argo-cd#22967). Their status is written with the object,
+# there is no /status endpoint, and any change outside metadata bumps generation.
+# Every other kind keeps status apart (a write to the object never changes it).
+NO_STATUS_SUBRESOURCE = {("argoproj.io", "applications")}
+
+
+def _status_apart(gvp: tuple) -> bool:
+    return (gvp[0], gvp[2]) not in NO_STATUS_SUBRESOURCE
 
 
 def _api_version(gvp: tuple) -> str:
     return "/".join(filter(None, gvp[:2]))
+
+
+def _sans_meta(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k != "metadata"}
 
 
 def _what(gvp: tuple) -> str:
@@ -781,6 +795,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     resp.headers["Retry-After"] = "0"
                 return resp
         self.warnings = []
+        if request.subresource == "status" and not _status_apart(self._gvp(request)):
+            return _status(404, "NotFound", "the server could not find the requested resource")
         try:
             resp = await getattr(self, f"_do_{verb}")(request)
         except ApiError as exc:
@@ -969,7 +985,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
         kind = self._kind(gvp, obj)
         obj.setdefault("apiVersion", _api_version(gvp))
         obj.setdefault("kind", kind.kind)
-        obj.pop("status", None)
+        if _status_apart(gvp):
+            obj.pop("status", None)
         self._check_fields(obj, kind, validation)
         self._prepare(kind, None, obj)
         key = (gvp, namespace, meta["name"])
@@ -1033,7 +1050,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
             self._check_version(meta, old, gvp, name)
         for field in SERVER_META:
             meta.pop(field, None)
-        if subresource != "status":
+        if subresource != "status" and _status_apart(gvp):
             config.pop("status", None)
         kind = self._kind(gvp, config)
         unknown = unknown_fields(config, kind)
@@ -1054,7 +1071,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
                             "field": ssa.path_text(c.path)} for c in exc.conflicts]}) from None
         merged["metadata"]["managedFields"] = managed
         if old is None:
-            merged.pop("status", None)
+            if _status_apart(gvp):
+                merged.pop("status", None)
             merged["metadata"]["name"] = name
             self._prepare(kind, None, merged)
             return 201, self._store_new(key, merged, dry)
@@ -1067,7 +1085,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
         kind = self._kind(gvp, obj, old)
         if subresource == "status":
             obj = {**copy.deepcopy(old), "status": copy.deepcopy(obj.get("status"))}
-        elif not with_status:
+        elif not with_status and _status_apart(gvp):
             obj.pop("status", None)
             if "status" in old:
                 obj["status"] = copy.deepcopy(old["status"])
@@ -1085,7 +1103,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
         meta["managedFields"] = managed
         if not managed:
             meta.pop("managedFields")
-        if obj.get("spec") != old.get("spec"):
+        if obj.get("spec") != old.get("spec") or \
+                (not _status_apart(gvp) and _sans_meta(obj) != _sans_meta(old)):
             meta["generation"] = old["metadata"].get("generation", 1) + 1
         if obj != old and not dry:
             meta["resourceVersion"] = self._next_rv()
@@ -1110,7 +1129,11 @@ PLURALS = {("apps", "v1", "Deployment"): "deployments", ("", "v1", "Service"): "
            ("networking.istio.io", "v1", "DestinationRule"): "destinationrules",
            ("coordination.k8s.io", "v1", "Lease"): "leases", ("", "v1", "ConfigMap"): "configmaps",
            ("", "v1", "Secret"): "secrets",
-           ("autoscaling", "v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers"}
+           ("autoscaling", "v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+           # the GitOps appliers of the git target (tests/support/applier.py)
+           ("argoproj.io", "v1alpha1", "Application"): "applications",
+           ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"): "kustomizations",
+           ("source.toolkit.fluxcd.io", "v1", "GitRepository"): "gitrepositories"}
 
 
 def _gvp_of(obj: dict) -> tuple:

@@ -6,6 +6,8 @@ for workloads over a timeline; ``start(history)`` backfills it with
 (timestamps in seconds, increasing per series, ``# EOF`` at the end), waits
 for ``/-/ready`` and yields the URL; the server is stopped by PID. Query
 history with an explicit ``time``: instant queries look back 5 minutes.
+``History.exposition`` gives the same samples to VictoriaMetrics
+(``tests.support.victoria``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.request
 from collections import defaultdict
 
 from tests.support.gitserver import free_port
+from tests.support.tools import require
 
 BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 STEP = 5   # seconds between samples
@@ -62,6 +65,7 @@ class History:
         return self
 
     def openmetrics(self) -> str:
+        """For ``promtool tsdb create-blocks-from openmetrics``: timestamps in seconds."""
         families: dict[str, list[str]] = defaultdict(list)
         for key, points in sorted(self.series.items()):
             family = key.split("{", 1)[0]
@@ -74,23 +78,30 @@ class History:
         out.append("# EOF")
         return "\n".join(out) + "\n"
 
+    def exposition(self) -> str:
+        """The same samples in Prometheus' text exposition format, timestamps in
+        milliseconds: what VictoriaMetrics imports at /api/v1/import/prometheus."""
+        return "".join(f"{key} {points[t]} {t * 1000}\n"
+                       for key, points in sorted(self.series.items()) for t in sorted(points))
+
 
 @contextlib.contextmanager
 def start(history: History | None = None):
     """A real Prometheus with ``history`` backfilled; yields its URL."""
+    prometheus, promtool = require("prometheus", "prometheus"), require("promtool", "prometheus")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-prom-"))
     data = tmp / "data"
     data.mkdir()
     if history is not None and history.series:
         src = tmp / "history.om"
         src.write_text(history.openmetrics())
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(src), str(data)],
+        subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(src), str(data)],
                        check=True, capture_output=True, timeout=120)
     cfg = tmp / "prometheus.yml"
     cfg.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n")
     port = free_port()
     proc = subprocess.Popen(
-        ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={data}",
+        [prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={data}",
          f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
          "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

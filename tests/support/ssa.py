@@ -243,15 +243,19 @@ def parse(managed: list | None) -> list[Entry]:
     return [Entry.parse(raw) for raw in managed or []]
 
 
-def dump(entries: list[Entry], before: list[Entry], touched: str) -> list[dict]:
-    """Entries as ``managedFields``; the time of ``touched``'s entry moves only when its set changed."""
+def dump(entries: list[Entry], before: list[Entry], touched: str, *, changed: bool) -> list[dict]:
+    """Entries as ``managedFields``. As a real API server does, the time of
+    ``touched``'s entry moves when its set changed or it changed the value of a
+    field it owns (``changed``); another entry's time never moves (not even
+    when it lost a field to ``touched``'s forced apply)."""
     old = {(e.manager, e.operation): e for e in before}
     out = []
     for e in entries:
         if not e.fields:
             continue
         prev = old.get((e.manager, e.operation))
-        if prev is not None and prev.fields == e.fields:
+        if prev is not None and (prev.fields == e.fields or e.manager != touched) and not (
+                e.manager == touched and changed):
             e.time = prev.time
         elif e.manager == touched or prev is None:
             e.time = now()
@@ -321,8 +325,9 @@ def apply(live: dict | None, config: dict, managed: list | None, manager: str, a
     for path in sorted(mine.fields - applied, key=len, reverse=True):
         if not any(_owns(e.fields, path) for e in others):
             _remove_and_prune(merged, path, kind, entries)
+    moved = any(get(live, p, kind) != get(merged, p, kind) for p in applied)
     mine.fields = applied
-    return merged, dump(entries, before, manager)
+    return merged, dump(entries, before, manager, changed=moved)
 
 
 def _remove_and_prune(obj: dict, path: Path, kind: Kind, entries: list[Entry]) -> None:
@@ -355,7 +360,7 @@ def update(live: dict | None, new: dict, managed: list | None, manager: str, api
         e.fields -= changed | removed
     mine = _entry(entries, manager, "Update", api_version)
     mine.fields |= changed
-    return dump(entries, before, manager)
+    return dump(entries, before, manager, changed=True)
 
 
 def strategic_merge(live: Any, patch: Any, kind: Kind, names: tuple = ()) -> Any:

@@ -12,7 +12,9 @@ JSON (``-o json``), versioned::
     {"apiVersion": "sluice.dev/history/v1", "release": "ns/name",
      "records": [{"commit", "at", "author", "email", "action", "subject", "bySluice",
                   "weight", "previousWeight", "step", "version", "stable", "phase",
-                  "reason", "evidence": [{"name", "value", "min"?, "max"?, "stable"?, "ok"}]}]}
+                  "reason", "evidence": [{"name", "value", "min"?, "max"?, "equals"?, "notEquals"?,
+                                          "tolerance"?, "stable"?, "window"?, "provider"?, "query"?,
+                                          "dryRun"?, "ok", "outcome"?}]}]}
 """
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ from pathlib import Path
 import click
 
 from reconciler import logs
+from reconciler.adapters.applier import Appliers, ref_of as applier_ref
 from reconciler.adapters.gitrepo import Credentials, GitRepo, Identity
-from reconciler.adapters.prometheus import Prometheus
+from reconciler.adapters.metrics.prometheus import Prometheus
 from reconciler.adapters.trust import TrustPolicy, signing_config
 from reconciler.cli.policyfile import read_policy
-from reconciler.controller import Controller, GitTarget
+from reconciler.controller import Controller
+from reconciler.adapters.gittarget import GitTarget
 from reconciler.core.durations import parse_duration
 from reconciler.runtime import Metrics, Runner, Server, WebhookConfig, watch_path
 
@@ -41,12 +43,66 @@ def _secret(value: str | None, file: str | None) -> str | None:
 
 
 def build_target(target: str, kubeconfig: str | None, context: str | None, *, instance: str = "sluice",
-                 inventory_namespace: str = "sluice-system"):
+                 inventory_namespace: str = "sluice-system", repo: GitRepo | None = None,
+                 appliers: Appliers | None = None, notes: list[str] | None = None):
+    """The controller's target. ``notes`` collects what ``sluice run`` says at start-up."""
     if target == "git":
-        return GitTarget()
+        return build_git_target(kubeconfig, context, repo=repo, appliers=appliers or Appliers(), notes=notes)
     from reconciler.adapters.cluster import Cluster, KubernetesTarget
     return KubernetesTarget(Cluster.connect(kubeconfig=kubeconfig, context=context), instance=instance,
                             inventory_namespace=inventory_namespace)
+
+
+def build_git_target(kubeconfig: str | None, context: str | None, *, repo: GitRepo | None, appliers: Appliers,
+                     notes: list[str] | None = None) -> GitTarget:
+    """The git target with read-only cluster access where there is some: ``--kubeconfig``/
+    ``--context``, or in-cluster. Unreachable at start-up: readiness is not protected
+    for this run (said at start-up); the applier is still read each pass, and a step
+    waits for it (held after the deadline) until the cluster answers."""
+    from reconciler.adapters.cluster import Cluster
+    from reconciler.errors import ClusterError, ClusterForbidden
+    notes = notes if notes is not None else []
+    cluster, why = None, "no --kubeconfig or --context, and not running in a cluster"
+    if kubeconfig or context or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            cluster = Cluster.connect(kubeconfig=kubeconfig, context=context)
+        except ClusterError as exc:
+            why = str(exc)
+    if cluster is None and appliers.default is not None:
+        raise click.UsageError(f"--applier {appliers.default.kind} needs read access to the cluster that runs it "
+                               f"(--kubeconfig, --context or in-cluster): {why}")
+    reachable = cluster is not None
+    if cluster is not None:
+        try:   # one quick look, no retries: start anyway when it does not answer
+            Cluster(cluster.api, attempts=1)._call("get", "version", "-", "GET", "/version")
+        except (ClusterError, ClusterForbidden) as exc:
+            reachable, why = False, f"cluster unreachable at start-up ({exc})"
+    target = GitTarget(cluster, repo=repo, appliers=appliers, readiness_from_cluster=reachable)
+    if not reachable:
+        notes.append(f"target git without cluster access: {why}")
+    notes.append(f"target git: {target.describe()}")
+    return target
+
+
+def _appliers(target: str, applier: str, applier_object: str | None, deadline: str, nudge: bool) -> Appliers:
+    if target != "git":
+        if applier != "none" or applier_object:
+            raise click.UsageError("--applier and --applier-object go with --target git (the kubernetes "
+                                   "target applies itself)")
+        return Appliers()
+    try:
+        ref = applier_ref(applier, applier_object)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--applier-object") from None
+    if ref is None and applier_object:
+        raise click.UsageError("--applier-object without --applier argocd|flux")
+    try:
+        seconds = parse_duration(deadline)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--applier-deadline") from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than 0", param_hint="--applier-deadline")
+    return Appliers(ref, deadline=float(seconds), nudge=nudge)
 
 
 @click.command()
@@ -65,8 +121,18 @@ def build_target(target: str, kubeconfig: str | None, context: str | None, *, in
 @_opt("--watch/--no-watch", env="WATCH", default=True, help="Watch a local-path repo with watchdog.")
 @_opt("--author-name", env="AUTHOR_NAME", default="Sluice", help="Author of Sluice's commits.")
 @_opt("--author-email", env="AUTHOR_EMAIL", default="sluice@localhost", help="Author email of Sluice's commits.")
-@_opt("--kubeconfig", env="KUBECONFIG_PATH", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config).")
+@_opt("--kubeconfig", env="KUBECONFIG_PATH", default=None,
+      help="kubeconfig file (default: in-cluster, then ~/.kube/config). With --target git: read-only access "
+           "for readiness and the applier, used only when given or in-cluster.")
 @_opt("--context", env="CONTEXT", default=None, help="kubeconfig context.")
+@_opt("--applier", env="APPLIER", type=click.Choice(["argocd", "flux", "none"]), default="none",
+      help="With --target git: what applies rendered/. A step's analysis waits until it applied the step's commit.")
+@_opt("--applier-object", env="APPLIER_OBJECT", default=None,
+      help="NAMESPACE/NAME of the Argo CD Application or Flux Kustomization that deploys rendered/.")
+@_opt("--applier-deadline", env="APPLIER_DEADLINE", default="10m",
+      help="How long a step waits for the applier before the rollout is held (a rollback never waits).")
+@_opt("--applier-nudge/--no-applier-nudge", env="APPLIER_NUDGE", default=True,
+      help="After each push, ask the applier to look at git now (Argo CD refresh annotation, Flux requestedAt).")
 @_opt("--instance", env="INSTANCE", default="sluice",
       help="This installation's name: labels every object it applies; it lists and prunes only its own.")
 @_opt("--inventory-namespace", env="INVENTORY_NAMESPACE", default="sluice-system",
@@ -91,7 +157,8 @@ def build_target(target: str, kubeconfig: str | None, context: str | None, *, in
 @_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
             webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
-            context, instance, inventory_namespace, leader_election, lease_namespace, lease_name, lease_duration, identity,
+            context, applier, applier_object, applier_deadline, applier_nudge, instance, inventory_namespace,
+            leader_election, lease_namespace, lease_name, lease_duration, identity,
             trust_ssh_allowed_signers, trust_openpgp_key, trust_since, policy_file, signing_key, signing_format,
             log_format, log_level) -> int:
     """Run the controller: sync, decide, commit, apply, repeat."""
@@ -128,8 +195,13 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
     if not DNS_LABEL.match(instance or ""):
         raise click.BadParameter(f"{instance!r} is not a DNS label (a-z, 0-9, '-', at most 63)", param_hint="--instance")
-    controller = Controller(git, build_target(target, kubeconfig, context, instance=instance,
-                                              inventory_namespace=inventory_namespace),
+    notes: list[str] = []
+    appliers = _appliers(target, applier, applier_object, applier_deadline, applier_nudge)
+    built = build_target(target, kubeconfig, context, instance=instance, inventory_namespace=inventory_namespace,
+                         repo=git, appliers=appliers, notes=notes)
+    for note in notes:
+        click.echo(f"sluice: {note}", err=True)
+    controller = Controller(git, built,
                             prometheus=Prometheus(prometheus) if prometheus else None,
                             can_write=elector.is_leader if elector else (lambda: True), trust=trust)
     controller.policy = policy

@@ -68,7 +68,8 @@ def rows(source) -> list[dict]:
                 revision.display(target) if not revision.same(target, stable) else None),
             "target": revision.display(target), "message": st.get("message"),
             "lastChange": {"author": last[0], "at": last[1]} if last else None,
-            "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": []})
+            "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": [],
+            "readinessChecked": st.get("readinessChecked", True) is not False})
     for path, problems in loaded.invalid.items():
         key = key_from_path(path)
         ns, _, name = key.partition("/")
@@ -76,7 +77,8 @@ def rows(source) -> list[dict]:
         out.append({"namespace": ns, "name": name, "strategy": None, "phase": "Invalid", "weight": None,
                     "step": None, "steps": None, "stable": None, "new": None, "target": None,
                     "message": str(problems[0]), "lastChange": {"author": last[0], "at": last[1]} if last else None,
-                    "since": None, "valid": False, "problems": [p.to_json() for p in problems]})
+                    "since": None, "valid": False, "problems": [p.to_json() for p in problems],
+                    "readinessChecked": True})
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))
 
 
@@ -117,7 +119,7 @@ def table(items: list[dict], wide: bool = False) -> str:
     lines = [head]
     for r in items:
         last = r["lastChange"]
-        row = [r["namespace"], r["name"], r["strategy"] or "-", r["phase"],
+        row = [r["namespace"], r["name"], r["strategy"] or "-", r["phase"] + ("" if r.get("readinessChecked", True) else "*"),
                "-" if r["weight"] is None else f"{r['weight']}%",
                f"{r['step']}/{r['steps']}" if r["steps"] and r["phase"] in LIVE else "-", r["stable"] or "-", r["new"] or "-",
                f"{last['author']} {_age(last['at'], now)} ago" if last else "-", _age(r["since"], now)]
@@ -127,7 +129,11 @@ def table(items: list[dict], wide: bool = False) -> str:
             row.append(r["message"] or "")
         lines.append(row)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+    text = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+    if not all(r.get("readinessChecked", True) for r in items):
+        text += ("\n\n* readiness not checked: the controller (--target git) had no cluster access when it wrote "
+                 "this status; a version that never becomes ready is not rolled back (docs/operations.md)")
+    return text
 
 
 def _render(items, output):

@@ -1,0 +1,277 @@
+"""The web provider against a real HTTP server on 127.0.0.1: GET and POST with
+templated URL and body, JSONPath reading one number (bool, numeric string,
+null), every malformed answer an error result with a clear message, auth and
+TLS CA as configured, no redirect followed, bounded answers, and secrets
+never in what is recorded."""
+
+import json
+import ssl
+import subprocess
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from reconciler.adapters import metrics
+from reconciler.adapters.metrics.web import Web
+from reconciler.core import analysis
+from reconciler.core.model import Release
+from reconciler.errors import MetricsError
+from tests.support.specs import release, release_doc
+from tests.support.tools import require
+
+pytestmark = pytest.mark.timeout(60)
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+TOKEN = "web-t0ken-value"
+
+
+class Server:
+    """Answers ``routes[path] = (status, body, extra headers)``; records each request."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None):
+        self.routes: dict[str, tuple[int, bytes, dict]] = {}
+        self.seen: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                server.seen.append({"method": self.command, "path": self.path,
+                                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                                    "body": self.rfile.read(length) if length else b""})
+                status, body, extra = server.routes.get(self.path.split("?")[0], (404, b"{}", {}))
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **extra}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass   # the client stopped reading (an oversized answer)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def answer(self, path, doc, status=200, **headers):
+        self.routes[path] = (status, doc if isinstance(doc, bytes) else json.dumps(doc).encode(), headers)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def provider(cfg):
+    """A web provider built the way the controller builds it from sluice.yaml."""
+    return metrics.build({"web": {"type": "web", **cfg}})["web"]
+
+
+def check_of(metric, name='we"ird', settings=None):
+    doc = release_doc(name=name, analysis={"metrics": [metric]}, status={
+        "phase": "Progressing", "stable": {"version": "v1", "image": "r:1"}, "canary": {"version": "v2", "image": "r:2"},
+        "weight": 10, "step": 1})
+    rel = release(doc)
+    return rel, analysis.plan_checks(rel, settings or {}, canary_version="v2", stable_version="v1", now=NOW)
+
+
+def judge(prov, metric, **kw):
+    rel, checks = check_of({"provider": "web", **metric}, **kw)
+    return metrics.run_checks({"web": prov}, checks, NOW)[0]
+
+
+def test_get_with_a_templated_url_reads_one_number(server):
+    server.answer("/checks/we%22ird", {"data": {"result": [{"name": "latency", "ok": 99.5}]}})
+    prov = provider({"url": server.url + "/checks/{{ release }}?workload={{ workload }}&window={{ interval }}",
+                     "jsonPath": "$.data.result[?(@.name == 'latency')].ok"})
+    result = judge(prov, {"name": "synthetic", "min": 99})
+    assert result.outcome == "ok" and result.value == 99.5 and result.provider == "web"
+    got = server.seen[-1]
+    assert got["method"] == "GET" and got["path"] == "/checks/we%22ird?workload=we%22ird-v2&window=1m"
+    assert result.query.startswith("GET http://127.0.0.1") and "-> $.data.result" in result.query
+    assert result.to_status()["provider"] == "web" and result.to_status()["window"] == "1m"
+
+
+def test_post_sends_a_json_body_with_escaped_variables(server):
+    server.answer("/query", {"series": [{"value": "0.25"}]})
+    prov = provider({"url": server.url + "/query", "method": "POST", "jsonPath": "{$.series[0].value}",
+                     "body": '{"release": "{{ release }}", "window": "{{ interval }}"}'})
+    result = judge(prov, {"name": "errors", "max": 0.5})
+    assert result.outcome == "ok" and result.value == 0.25
+    got = server.seen[-1]
+    assert got["method"] == "POST" and got["headers"]["content-type"] == "application/json"
+    assert json.loads(got["body"]) == {"release": 'we"ird', "window": "1m"}
+
+
+@pytest.mark.parametrize("answer,outcome,value", [
+    ({"healthy": True}, "ok", 1.0),
+    ({"healthy": False}, "failed", 0.0),
+    ({"healthy": "1"}, "ok", 1.0),
+    ({"healthy": None}, "nodata", None),
+    ({"healthy": "NaN"}, "nodata", None),
+])
+def test_bools_numeric_strings_and_null(server, answer, outcome, value):
+    server.answer("/health", answer)
+    result = judge(provider({"url": server.url + "/health", "jsonPath": "$.healthy"}), {"name": "health", "equals": 1})
+    assert (result.outcome, result.value) == (outcome, value), result.message
+
+
+@pytest.mark.parametrize("answer,status,words", [
+    ({"other": 1}, 200, "selected 0 values"),
+    ({"healthy": [1, 2]}, 200, "selected 2 values"),        # $.healthy[*]
+    ({"healthy": {"a": 1}}, 200, "selected a JSON dict"),
+    ({"healthy": "green"}, 200, "selected the string 'green'"),
+    (b"<html>oops</html>", 200, "not JSON"),
+    ({"error": "down"}, 503, "answered 503"),
+])
+def test_anything_but_one_number_is_an_error_result(server, answer, status, words):
+    server.answer("/health", answer, status=status)
+    path = "$.healthy[*]" if words == "selected 2 values" else "$.healthy"
+    result = judge(provider({"url": server.url + "/health", "jsonPath": path}), {"name": "health", "equals": 1})
+    assert result.outcome == "error" and words in result.message, result.message
+
+
+def test_an_oversized_answer_is_an_error_not_a_truncated_parse(server):
+    server.answer("/big", b'{"v": 1, "pad": "' + b"x" * (2 << 20) + b'"}')
+    result = judge(provider({"url": server.url + "/big", "jsonPath": "$.v"}), {"name": "big", "max": 5})
+    assert result.outcome == "error" and "more than 1048576 bytes" in result.message
+
+
+def test_unreachable_and_timeout_are_error_results_that_hold(server):
+    import time
+
+    from tests.support.gitserver import free_port
+    rel, checks = check_of({"name": "health", "provider": "web", "equals": 1})
+    dead = provider({"url": f"http://127.0.0.1:{free_port()}/x", "jsonPath": "$.v"})
+    results = metrics.run_checks({"web": dead}, checks, NOW)
+    assert results[0].outcome == "error" and "unreachable" in results[0].message
+    assert analysis.verdict(results, rel, {}) == "hold"
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(1.5)
+
+        def log_message(self, *a):
+            pass
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
+        prov = provider({"url": f"http://127.0.0.1:{slow.server_port}/", "jsonPath": "$.v", "timeout": "200ms"})
+        t0 = time.monotonic()
+        assert metrics.run_checks({"web": prov}, checks, NOW)[0].outcome == "error"
+        assert time.monotonic() - t0 < 1.2
+    finally:
+        slow.shutdown()
+        slow.server_close()
+
+
+def test_token_and_headers_arrive_and_never_show(server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    server.answer("/v", {"v": 3})
+    prov = provider({"url": server.url + "/v?api_key=literal-key-in-url", "jsonPath": "$.v",
+                     "tokenFile": str(token), "headers": {"X-Api-Tenant": "tenant-secret"}})
+    result = judge(prov, {"name": "v", "max": 5})
+    assert result.outcome == "ok"
+    assert server.seen[-1]["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert server.seen[-1]["headers"]["x-api-tenant"] == "tenant-secret"
+    shown = json.dumps(result.to_status()) + repr(prov)
+    for secret in (TOKEN, "tenant-secret", "literal-key-in-url"):
+        assert secret not in shown
+    # a server echoing the credentials in its error never gets them into the record
+    server.answer("/v", {"error": f"bad {TOKEN} for tenant-secret"}, status=401)
+    failed = judge(prov, {"name": "v", "max": 5})
+    assert failed.outcome == "error" and "401" in failed.message
+    assert TOKEN not in failed.message and "tenant-secret" not in failed.message
+
+
+def test_a_redirect_is_not_followed_and_credentials_stay_home(server, tmp_path):
+    other = Server()
+    try:
+        other.answer("/v", {"v": 1})
+        server.answer("/v", {}, status=302, Location=other.url + "/v")
+        token = tmp_path / "token"
+        token.write_text(TOKEN)
+        result = judge(provider({"url": server.url + "/v", "jsonPath": "$.v", "tokenFile": str(token)}),
+                       {"name": "v", "max": 5})
+        assert result.outcome == "error" and "302" in result.message and other.seen == []
+    finally:
+        other.close()
+
+
+def test_tls_with_a_private_ca(tmp_path):
+    openssl = require("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tls = Server(tls=ctx)
+    try:
+        tls.answer("/v", {"v": 2})
+        trusted = judge(provider({"url": tls.url + "/v", "jsonPath": "$.v", "caFile": str(cert)}),
+                        {"name": "v", "max": 5})
+        assert trusted.outcome == "ok" and trusted.value == 2
+        untrusted = judge(provider({"url": tls.url + "/v", "jsonPath": "$.v"}), {"name": "v", "max": 5})
+        assert untrusted.outcome == "error" and "CERTIFICATE_VERIFY_FAILED" in untrusted.message
+        missing = judge(provider({"url": tls.url + "/v", "jsonPath": "$.v", "caFile": str(tmp_path / "none.pem")}),
+                        {"name": "v", "max": 5})
+        assert missing.outcome == "error" and "cannot read caFile" in missing.message
+    finally:
+        tls.close()
+
+
+def test_compare_to_stable_asks_the_url_of_each_version(server):
+    server.answer("/p99/we%22ird-v2", {"p99": 400})
+    server.answer("/p99/we%22ird-v1", {"p99": 200})
+    prov = provider({"url": server.url + "/p99/{{ workload }}", "jsonPath": "$.p99"})
+    result = judge(prov, {"name": "p99", "max": 500, "compareToStable": {"maxIncreasePercent": 50}})
+    assert result.outcome == "failed" and result.stable_value == 200 and "worse than stable" in result.message
+
+
+def test_the_web_provider_needs_a_valid_json_path():
+    with pytest.raises(ValueError, match="invalid jsonPath"):
+        Web("http://127.0.0.1:1/", json_path_text="$.a[")
+    built = metrics.build({"web": {"type": "web", "url": "http://127.0.0.1:1/", "jsonPath": "$.a["}})["web"]
+    with pytest.raises(MetricsError, match="invalid settings"):
+        built.measure(None, {}, NOW)   # never built from a file that passed validation; never a crash either
+
+
+def test_validation_reports_web_settings_at_file_line():
+    from reconciler.core.loader import load_files
+    settings = (b"apiVersion: sluice.dev/v1alpha1\nkind: Settings\nproviders:\n"
+                b"  health: {type: web, url: 'https://h.example.com/{{ release }}', jsonPath: $.ok}\n")
+    doc = release_doc(analysis={"metrics": [{"name": "health", "provider": "health", "equals": 1},
+                                            {"name": "checkout", "provider": "nowhere", "equals": 1}]})
+    from tests.support.specs import dump
+    problems = load_files({"sluice.yaml": settings, "releases/bookinfo/reviews.yaml": dump(doc).encode()}).problems
+    assert [(p.file, p.path[-1]) for p in problems] == [("releases/bookinfo/reviews.yaml", "provider")]
+    assert "provider 'nowhere' is not defined in sluice.yaml providers (defined: health)" in problems[0].message
+    assert problems[0].line > 1
+    assert isinstance(release(doc), Release)
+
+
+def test_an_answer_quoting_the_credential_back_is_redacted(server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    server.answer("/echo", {"v": f"Bearer {TOKEN}"})
+    result = judge(provider({"url": server.url + "/echo", "jsonPath": "$.v", "tokenFile": str(token)}),
+                   {"name": "v", "max": 5})
+    assert result.outcome == "error" and "selected the string" in result.message and TOKEN not in result.message
