@@ -138,10 +138,13 @@ class Controller:
     def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime) -> Observations:
         readiness = dict(self.target.readiness(rel))
         applied = self._applied(rel, settings)
-        if not analysis_due(rel, now, applied):
+        # while a step's routing is not live, the canary is still judged at the weight that is (a guard:
+        # only a failure counts), so a rollback never waits for an applier
+        guard = applied is not None and applied.pending and analysis_due(rel, now)
+        if not guard and not analysis_due(rel, now, applied):
             return Observations(readiness, applied=applied)
         waiting = rel.status.get("phase") == "WaitingApproval"
-        if waiting:   # checked once per interval while it waits; a passing check commits nothing
+        if waiting or guard:   # checked once per interval while it waits; a passing check commits nothing
             last = self._checked.get(rel.key)
             if last is not None and now < last + timedelta(seconds=interval(rel, int(rel.status.get("step", 0)))):
                 return Observations(readiness, applied=applied)
@@ -149,19 +152,21 @@ class Controller:
         # revision names: the pods' `version` label and the Deployment <name>-<revision>
         canary = revision.name_of(rel.status["canary"])
         stable = revision.name_of(rel.status.get("stable")) or canary
-        try:
+        try:   # an unknown variable errs its metric only (plan_checks); this is the net under that
             checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version=stable,
                                           now=now, applied_at=window_start(rel, applied))
         except analysis.TemplateError as exc:
+            # never "not checked": every metric is an error result, judged by onProviderError
             log.warning("release=%s analysis template error: %s", rel.key, exc)
-            return Observations(readiness, applied=applied)
+            results = analysis.unplanned(rel, str(exc))
+            return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
         results = metrics.run_checks(self._provider(settings), checks, now)
         return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
 
     def _applied(self, rel: Release, settings: Mapping[str, Any]) -> Applied | None:
         """Is the routing of ``rel``'s current step live (None: nothing is judged now, so nobody asks)?"""
         st = rel.status
-        if st.get("phase") not in CHECKED or int(st.get("step", 0)) < 1 or not st.get("canary") or not rel.is_mesh:
+        if st.get("phase") not in CHECKED or not st.get("canary") or not rel.is_mesh:
             return None
         return self.target.applied(rel, render(rel, settings), settings)
 

@@ -227,3 +227,166 @@ def test_the_dashboard_metrics_show_dry_runs():
     assert 'sluice_analysis_dry_run{metric="trial",release="bookinfo/reviews"} 1.0' in text
     assert 'sluice_analysis_ok{metric="request-success-rate",release="bookinfo/reviews"} 1.0' in text
     assert 'sluice_analysis_value{metric="trial",release="bookinfo/reviews"} 7.0' in text
+
+
+# --- an unknown variable: refused at file:line; at run time it errs its metric only ---
+
+def test_an_unknown_variable_errs_its_metric_only_at_run_time():
+    from reconciler.adapters import metrics
+    checks = plan([{"name": "request-success-rate", "min": 99},
+                   {"name": "trial", "query": 'sum(x{pod=~"{{ nope }}.*"}[{{ interval }}])', "max": 1, "dryRun": True}],
+                  now=NOW)
+    assert checks[0].error == "" and "unknown variable {{ nope }}" in checks[1].error
+    asked = []
+
+    class Store:
+        kind = "prometheus"
+
+        def describe(self, query, variables):
+            return query or ""
+
+        def measure(self, query, variables, at):
+            asked.append(query)
+            return 90.0
+
+    results = metrics.run_checks({"prometheus": Store()}, checks, NOW)
+    assert [r.outcome for r in results] == ["failed", "error"] and "{{ nope }}" in results[1].message
+    assert len(asked) == 1   # the metric that cannot be asked is not
+    # the dry run never decides: the real metric's failure does
+    assert analysis.verdict(results, rel_with([{"name": "x", "query": "q"}]), {}) == "fail"
+
+
+def test_unplanned_results_hold_each_metric_and_keep_dry_runs():
+    rel = rel_with([{"name": "a", "query": "q", "max": 1}, {"name": "b", "query": "q", "max": 1, "dryRun": True}])
+    results = analysis.unplanned(rel, "boom")
+    assert [(r.name, r.outcome, r.dry_run) for r in results] == [("a", "error", False), ("b", "error", True)]
+    assert analysis.verdict(results, rel, {}) == "hold"
+
+
+@pytest.mark.parametrize("settings,metrics_,line", [
+    (b"", [{"name": "x", "query": 'sum(x{a="{{ nope }}"})', "max": 1, "dryRun": True}], "releases"),
+    (b"metricTemplates:\n  t: {query: 'sum(x{a=\"{{ nope }}\"})', max: 1}\n", [{"name": "t"}], "sluice.yaml"),
+])
+def test_an_unknown_variable_in_a_query_is_refused_at_file_line(settings, metrics_, line):
+    problems = load(settings, metrics_)
+    assert problems and "unknown variable {{ nope }}" in problems[0].message, [str(p) for p in problems]
+    assert problems[0].file.startswith(line) and problems[0].line > 1
+
+
+# --- conditions that can never fail (or never pass) ---
+
+@pytest.mark.parametrize("metric,words", [
+    ({"max": float("nan")}, "max: use a finite number"),
+    ({"min": float("nan")}, "min: use a finite number"),
+    ({"equals": float("nan")}, "equals: use a finite number"),
+    ({"notEquals": float("nan")}, "notEquals: use a finite number"),
+    ({"range": [float("nan"), 1]}, "range: use a finite number"),
+    ({"equals": 1, "tolerance": float("inf")}, "tolerance: use a finite number"),
+    ({"max": float("inf")}, "max: use a finite number"),
+    ({"min": 5, "max": 1}, "min 5 is above max 1"),
+    ({"max": 1, "compareToStable": {"maxIncrease": float("inf")}}, "compareToStable.maxIncrease: use a finite"),
+])
+def test_conditions_that_no_value_can_fail_or_pass_are_refused(metric, words):
+    problems = load(b"", [{"name": "x", "query": "q", **metric}])
+    assert len(problems) == 1 and words in problems[0].message, [str(p) for p in problems]
+    assert problems[0].file == "releases/bookinfo/reviews.yaml" and problems[0].line > 1
+
+
+def test_a_min_above_a_max_across_template_and_metric_is_refused():
+    settings = b"metricTemplates:\n  t: {query: q, min: 5}\n"
+    problems = load(settings, [{"name": "t", "max": 1}])
+    assert len(problems) == 1 and "min 5 is above max 1 (with its template's condition)" in problems[0].message
+    assert problems[0].path[-1] == "max"
+    assert load(b"metricTemplates:\n  ok: {query: q, min: 1}\n", [{"name": "ok", "max": 2}]) == []
+    problems = load(b"metricTemplates:\n  bad: {query: q, min: 5, max: 1}\n", [])
+    assert problems and problems[0].file == "sluice.yaml" and "min 5 is above max 1" in problems[0].message
+
+
+def test_compare_to_stable_on_a_web_metric_is_refused():
+    settings = b"providers:\n  health: {type: web, url: 'https://h.example.com/', jsonPath: $.ok}\n"
+    problems = load(settings, [{"name": "h", "provider": "health", "max": 1,
+                                "compareToStable": {"maxIncrease": 1}}])
+    assert len(problems) == 1 and "answers about now only" in problems[0].message
+
+
+# --- provider settings: URLs, timeouts, header values ---
+
+@pytest.mark.parametrize("block,words", [
+    (b"{type: web, url: 'http://[::1/x', jsonPath: $.v}", "providers.p.url is not a valid URL"),
+    (b"{type: web, url: 'http://127.0.0.1:99999/x', jsonPath: $.v}", "providers.p.url is not a valid URL"),
+    (b"{address: 'http://[::1'}", "providers.p.address is not a valid URL"),
+    (b"{address: 'http://h:99999'}", "providers.p.address is not a valid URL"),
+    (b"{address: 'http://h/prom?x=1'}", "no query string or fragment"),
+    (b"{address: 'http://h/prom#x'}", "no query string or fragment"),
+    (b"{address: 'http://h', timeout: 100d}", "over the maximum"),
+    (b"{address: 'http://h', timeout: 61}", "61 is greater than the maximum of 60"),
+    (b"{address: 'http://h', timeout: .nan}", "over the maximum"),
+    (b"{address: 'http://h', headers: {X-Api-Key: \"k\\n\"}}", "must be one line of text"),
+    (b"{address: 'http://h', headers: {X-A: \"a\\r\\nX-B: b\"}}", "must be one line of text"),
+    (b"{address: 'http://h', headers: {X-A: \"caf\\u00e9\\u2028\"}}", "cannot be sent in an HTTP header"),
+    (b"{address: 'http://h', flavor: mimir}", "flavor"),
+])
+def test_provider_settings_that_cannot_work_are_refused_at_file_line(block, words):
+    problems = load(b"providers:\n  p: " + block + b"\n", [])
+    assert problems and problems[0].file == "sluice.yaml" and problems[0].line == 4, [str(p) for p in problems]
+    assert words in problems[0].message, problems[0].message
+    assert "k\n" not in problems[0].message and "a\r\n" not in problems[0].message   # a header value is never quoted
+
+
+def test_provider_settings_that_work_load():
+    assert load(b"providers:\n  p: {address: 'http://[::1]:9090/prom', timeout: 60s, flavor: victoriametrics,\n"
+                b"      headers: {X-Scope-OrgID: caf\xc3\xa9}}\n", [{"name": "request-success-rate", "min": 99,
+                                                                     "provider": "p"}]) == []
+
+
+def test_a_header_value_with_a_trailing_newline_is_refused_by_both_validators():
+    """Python's $ matches before a final newline: the pattern must not rely on it."""
+    from reconciler.core import schema
+    for name in ("sluice", "policy"):
+        kind = "Settings" if name == "sluice" else "Policy"
+        doc = {"apiVersion": "sluice.dev/v1alpha1", "kind": kind,
+               "providers": {"p": {"address": "http://h", "headers": {"X-Api-Key": "TENANT-API-KEY\n"}}}}
+        assert not schema.is_valid(name, doc) and list(schema.errors(name, doc))
+        doc["providers"]["p"]["headers"]["X-Api-Key"] = "TENANT-API-KEY"
+        assert schema.is_valid(name, doc) and not list(schema.errors(name, doc))
+
+
+def test_a_policy_header_value_with_a_trailing_newline_is_refused_without_quoting_it():
+    from reconciler.core import policy as policies
+    text = (b"apiVersion: sluice.dev/v1alpha1\nkind: Policy\nproviders:\n  prometheus:\n    address: http://p\n"
+            b"    headers:\n      X-Api-Key: |\n        TENANT-API-KEY-5f2a9c\n")
+    _, problems = policies.load(text, "/etc/sluice/policy.yaml")
+    assert problems and problems[0].line == 7 and "TENANT-API-KEY" not in str(problems[0])
+
+
+# --- under a controller policy the repo may not make the controller read its files or call any URL ---
+
+POLICY_NO_PROVIDERS = {"apiVersion": "sluice.dev/v1alpha1", "kind": "Policy",
+                       "tenancy": {"folders": {"bookinfo": {"namespaces": ["bookinfo"]}}}}
+
+
+@pytest.mark.parametrize("policy", [POLICY_NO_PROVIDERS, {**POLICY_NO_PROVIDERS, "providers": {}},
+                                    {**POLICY_NO_PROVIDERS, "providers": {"prometheus": {"address": "http://p"}}}])
+@pytest.mark.parametrize("block,key", [
+    (b"meta: {type: web, url: 'http://169.254.169.254/computeMetadata/v1/x', jsonPath: $, "
+     b"headers: {Metadata-Flavor: Google}}", "web providers are the policy file's"),
+    (b"prometheus: {address: 'https://kubernetes.default.svc', "
+     b"caFile: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt}", "caFile: credentials are the controller's"),
+    (b"prometheus: {address: 'https://evil.example', tokenFile: /var/run/secrets/token}", "tokenFile: credentials are"),
+    (b"prometheus: {address: 'https://evil.example', basicAuth: {username: u, passwordFile: /p}}",
+     "basicAuth: credentials are"),
+])
+def test_under_a_policy_the_repo_may_not_define_web_providers_nor_read_controller_files(policy, block, key):
+    problems = load(b"providers:\n  " + block + b"\n", [], policy)
+    assert problems and problems[0].file == "sluice.yaml" and problems[0].line == 4, [str(p) for p in problems]
+    assert key in problems[0].message
+
+
+def test_the_policys_own_providers_may_still_be_web_and_read_files():
+    from reconciler.core import policy as policies
+    text = (b"apiVersion: sluice.dev/v1alpha1\nkind: Policy\nproviders:\n"
+            b"  prometheus: {address: 'https://prom', caFile: /ca.pem, tokenFile: /token}\n"
+            b"  health: {type: web, url: 'https://h/{{ workload }}', jsonPath: $.ok, headers: {X-Api-Key: k}}\n")
+    policy, problems = policies.load(text, "policy.yaml")
+    assert problems == []
+    assert load(b"", [{"name": "up", "provider": "health", "equals": 1}], policy) == []

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.core.decide import APPLIED_RECHECK, Observations, analysis_due, decide, window_start
+from reconciler.core.decide import APPLIED_RECHECK, APPLIED_RECHECK_LATER, Observations, analysis_due, decide, window_start
 from reconciler.core.messages import format_commit
 from reconciler.core.model import Applied, MetricResult, Readiness
 from tests.support import ssa
@@ -65,7 +65,9 @@ def test_no_check_is_due_before_the_routing_is_live():
     waiting = Applied(None, waiting="argocd Application argocd/shop: at 1a2b3c4 (OutOfSync)", deadline=600)
     assert not analysis_due(rel, later, waiting)
     d = decide(rel, Observations(READY, applied=waiting), later)
-    assert d.event is None and d.status == rel.status and d.next_check_in == APPLIED_RECHECK
+    assert d.event is None and d.status == rel.status and d.next_check_in == APPLIED_RECHECK_LATER
+    soon = decide(rel, Observations(READY, applied=waiting), T0 + timedelta(seconds=10))
+    assert soon.next_check_in == APPLIED_RECHECK   # looked at often at first, then less (a stuck applier)
 
 
 def test_the_window_and_the_next_check_start_when_the_routing_went_live():
@@ -109,6 +111,51 @@ def test_past_the_deadline_the_rollout_is_held_once_and_goes_on_when_live():
     assert resumed.status["appliedAt"] == (T0 + timedelta(seconds=420)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_while_the_next_step_is_not_live_the_canary_is_still_judged_and_a_failure_counts():
+    rel = progressing(weight=20, step=2)
+    waiting = Applied(None, waiting="argocd Application argocd/shop: at 1a2b3c4 (OutOfSync)", deadline=600)
+    bad = (MetricResult("request-success-rate", "failed", 50.0, min=99),)
+    d = decide(rel, Observations(READY, analysis=bad, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    assert d.status["failedChecks"] == 1 and d.status["step"] == 2 and d.event.action == "check-failed"
+    assert "not applied yet" in d.status["message"]
+    good = (MetricResult("request-success-rate", "ok", 100.0, min=99),)
+    d = decide(rel, Observations(READY, analysis=good, verdict="pass", applied=waiting), T0 + timedelta(seconds=70))
+    assert d.event is None and d.status["step"] == 2   # a pass at the old weight never advances the new step
+    empty = (MetricResult("request-success-rate", "nodata", None, min=99),)
+    d = decide(rel, Observations(READY, analysis=empty, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    assert d.event is None and not d.status["failedChecks"]   # no traffic at the old weight is not a failure
+    last = progressing(weight=20, step=2, failedChecks=2)
+    d = decide(last, Observations(READY, analysis=bad, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    assert d.status["phase"] == "RolledBack" and d.status["weight"] == 0
+
+
+def test_a_rollout_whose_first_commit_is_not_applied_is_held_not_failed():
+    rel = progressing(weight=0, step=0)
+    waiting = Applied(None, waiting="flux Kustomization flux-system/apps: at 1a2b3c4, waiting for 5d6e7f8",
+                      deadline=300)
+    missing = {"v1": Readiness("v1", "ready"), "v2": Readiness("v2", "missing", "no Deployment yet")}
+    d = decide(rel, Observations(missing, applied=waiting), T0 + timedelta(minutes=11))   # past progressDeadline
+    assert d.status["phase"] == "Progressing" and d.status.get("heldBy") == "applier"
+    assert "flux Kustomization" in d.status["message"]
+    # applied late: the version gets its whole progressDeadline from then
+    live = Applied(T0 + timedelta(minutes=12))
+    d = decide(rel, Observations(missing, applied=live), T0 + timedelta(minutes=15))
+    assert d.status["phase"] == "Progressing"
+    d = decide(rel, Observations(missing, applied=live), T0 + timedelta(minutes=23))
+    assert d.status["phase"] == "Failed"
+
+
+def test_the_deadline_counts_from_when_the_wait_began_not_from_the_step():
+    rel = progressing()
+    # a person re-rendered the file 20 minutes into a 30-minute step: a new commit to wait for
+    fresh = Applied(None, waiting="argocd ...: waiting for 09abf7f", deadline=600,
+                    since=T0 + timedelta(minutes=20))
+    d = decide(rel, Observations(READY, applied=fresh), T0 + timedelta(minutes=20, seconds=5))
+    assert d.event is None   # seconds of waiting are not a hold
+    d = decide(rel, Observations(READY, applied=fresh), T0 + timedelta(minutes=31))
+    assert d.status.get("heldBy") == "applier"
+
+
 def test_a_rollback_never_waits_for_the_routing():
     waiting = Applied(None, waiting="argocd Application argocd/shop: OutOfSync", deadline=60)
     aborted = progressing()
@@ -130,8 +177,8 @@ def test_on_the_cluster_target_a_check_waits_for_the_virtualservice_to_carry_the
     report = env.tick()                          # step 1 committed; its VirtualService apply is refused
     assert env.status()["step"] == 1 and report.applied.errors
     committed = env.now
-    report = env.tick()                          # an interval since the commit, but the weights are not live
-    assert "bookinfo/reviews" not in report.analysis, "a check ran while the step's routing was not live"
+    report = env.tick()                          # an interval since the commit, but the weights are not live:
+    assert env.status()["step"] == 1 and not report.commits   # a guard check at the live weight never advances
     assert not report.applied.errors
     live_at = env.now                            # this pass's apply put the weights live
     report = env.tick(seconds=30)                # 30 s of its own traffic: not due
@@ -142,18 +189,18 @@ def test_on_the_cluster_target_a_check_waits_for_the_virtualservice_to_carry_the
     assert f"Sluice-Applied-After: {(live_at - committed).total_seconds():.1f}s" in body, body
 
 
-def test_after_a_restart_the_window_starts_no_earlier_than_sluices_last_change(tmp_path, emu):
+def test_after_a_restart_the_window_starts_when_this_process_first_sees_the_routing(tmp_path, emu):
     env = Env(tmp_path, emu, [promoted()])
     env.tick()
     env.tick()                                   # step 1 committed and applied
     assert env.status()["step"] == 1
     env.restart()                                # a new process: no memory of its apply
-    rel_status = env.status()
-    report = env.tick()
-    # the emulator's managedFields times are wall-clock, this test's clock is simulated (earlier):
-    # the time is kept between the step's commit and now, so the check is judged one interval later
-    assert "bookinfo/reviews" not in report.analysis and env.status()["stepStartedAt"] == rel_status["stepStartedAt"]
-    report = env.tick()
+    seen = env.now + timedelta(seconds=61)
+    report = env.tick()                          # an interval since the commit: but when it went live is
+    assert "bookinfo/reviews" not in report.analysis   # unknown to this process (the API server's clock
+    report = env.tick(seconds=59)                # may be skewed): not before it first saw it live
+    assert "bookinfo/reviews" not in report.analysis and env.now < seen + timedelta(seconds=60)
+    report = env.tick(seconds=2)
     assert "bookinfo/reviews" in report.analysis
 
 

@@ -324,6 +324,16 @@ def test_nudges_off_none_without_commits_and_failures_are_only_logged(tmp_path, 
     assert "cannot nudge flux Kustomization flux-system/shop" in caplog.text
 
 
+def test_a_refused_source_nudge_still_nudges_the_kustomization(tmp_path, emu, caplog):
+    s = Setup(tmp_path, emu, FLUX)
+    s.applier("flux")
+    emu.fail_next("patch", "gitrepositories", 403)   # its source is named otherwise in the Role
+    s.target.after_push(["x"], {})
+    assert "cannot nudge GitRepository flux-system/shop-config" in caplog.text
+    stamp = emu.get("kustomizations", "flux-system", "shop")["metadata"]["annotations"]
+    assert stamp["reconcile.fluxcd.io/requestedAt"]
+
+
 # --- sluice run: flags, env, start-up notes ---------------------------------------------------
 def sluice_run(tmp_path, *args, env=None):
     bare = tmp_path / "config.git"
@@ -347,12 +357,16 @@ def test_run_says_what_protects_a_step(tmp_path, emu):
     assert out.returncode == 0, out.stderr
     assert "readiness from the cluster" in out.stderr
     assert "analysis waits for argocd Application argocd/shop (deadline 1m30s, nudge on)" in out.stderr
+    # a cluster asked for but not answering is never "no cluster": the pass fails, nothing is decided blind
     dead = kubeconfig(tmp_path / "dead", f"http://127.0.0.1:{free_port()}")
     out = sluice_run(tmp_path, "--kubeconfig", str(dead), "--no-applier-nudge", "--applier", "flux",
                      "--applier-object", "flux-system/shop")
-    assert out.returncode == 0, out.stderr
-    assert "without cluster access: cluster unreachable at start-up" in out.stderr
-    assert "readiness NOT checked" in out.stderr and "nudge off" in out.stderr
+    assert out.returncode == 1, out.stderr
+    assert "does not answer yet" in out.stderr and "passes fail until it does" in out.stderr
+    assert "readiness from the cluster" in out.stderr and "nudge off" in out.stderr
+    assert "readiness NOT checked" not in out.stderr
+    out = sluice_run(tmp_path, "--kubeconfig", str(tmp_path / "no-such-kubeconfig"))
+    assert out.returncode == 2 and "cannot use the cluster asked for" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("args,words", [
@@ -367,10 +381,15 @@ def test_run_refuses_bad_applier_flags(tmp_path, args, words):
     assert out.returncode == 2 and words in out.stderr, out.stderr
 
 
-def test_a_forbidden_readiness_list_fails_the_pass_and_says_which_rbac(tmp_path, emu):
+def test_a_forbidden_readiness_list_holds_that_namespace_and_says_which_rbac(tmp_path, emu):
     from reconciler.errors import ClusterForbidden
-    s = Setup(tmp_path, emu, applier=None)
+    other = promoted(name="ratings")
+    other["metadata"]["namespace"] = "shop"
+    s = Setup(tmp_path, emu, applier=None, docs=[promoted(), other])
     s.step()
-    emu.fail_next("list", "deployments", 403)
+    emu.fail_next("list", "deployments", 403)   # the first namespace listed: bookinfo
+    loaded = s.load()
+    rels = {r.key: r for r in loaded.releases}
     with pytest.raises(ClusterForbidden, match="deploy/gitops/readiness.yaml"):
-        s.load()
+        s.target.readiness(rels["bookinfo/reviews"])
+    assert s.target.readiness(rels["shop/ratings"])   # the other namespace is read and decided as usual

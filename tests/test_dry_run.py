@@ -1,7 +1,9 @@
 """A dry-run metric through the whole controller (git remote, real Prometheus,
 a web endpoint on loopback): measured at every check and recorded in status
 and in each step's commit, it never rolls a release back; the same metric
-without dryRun does."""
+without dryRun does. A dry run whose answer no provider can read (an
+integer beyond any float, a jsonPath sort over mixed types) errs itself
+only: the real metric's failure still rolls the release back."""
 
 import json
 import threading
@@ -23,14 +25,14 @@ START = int(T0.timestamp())
 class Health:
     """A health endpoint that says the new version is unhealthy."""
 
-    def __init__(self):
+    def __init__(self, answer: bytes | None = None):
         self.asked = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.asked += 1
-                data = json.dumps({"status": {"healthy": False}}).encode()
+                data = answer if answer is not None else json.dumps({"status": {"healthy": False}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -69,13 +71,14 @@ ERRORS = ('sum(rate(istio_requests_total{destination_workload="{{ workload }}",r
           ' / sum(rate(istio_requests_total{destination_workload="{{ workload }}"}[{{ interval }}]))')
 
 
-def repo(prom_url, health_url, dry_run):
+def repo(prom_url, health_url, dry_run, json_path="$.status.healthy", real_dry_run=None):
     settings = ("apiVersion: sluice.dev/v1alpha1\nkind: Settings\nproviders:\n"
                 f"  prometheus: {{address: '{prom_url}'}}\n"
-                f"  health: {{type: web, url: '{health_url}/health/{{{{ workload }}}}', jsonPath: $.status.healthy}}\n")
+                f"  health: {{type: web, url: '{health_url}/health/{{{{ workload }}}}', jsonPath: '{json_path}'}}\n")
     metrics = [{"name": "request-success-rate", "min": 99},
                {"name": "health", "provider": "health", "equals": 1, "dryRun": dry_run},
-               {"name": "error-ratio", "query": ERRORS, "max": 0, "dryRun": dry_run}]
+               {"name": "error-ratio", "query": ERRORS, "max": 0,
+                "dryRun": dry_run if real_dry_run is None else real_dry_run}]
     doc = release_doc(analysis={"metrics": metrics},
                       status={"phase": "Promoted", "stable": {"version": "v1", "image": "example.com/reviews:v1"},
                               "weight": 100})
@@ -115,3 +118,22 @@ def test_the_same_metric_without_dry_run_rolls_back(tmp_path, prom_url, health):
     env = GitEnv(tmp_path, repo(prom_url, health.url, dry_run=False))
     assert roll(env) == "RolledBack"
     assert any("check failed" in s for s in env.subjects())
+
+
+@pytest.mark.parametrize("answer,json_path", [
+    (b'{"v": ' + b"9" * 400 + b"}", "$.v"),
+    (b'{"items": [{"v": 1}, {"v": "a"}]}', "$.items[/v]"),
+])
+def test_a_dry_run_whose_answer_cannot_be_read_never_stops_a_real_failure_rolling_back(tmp_path, prom_url, answer,
+                                                                                       json_path):
+    odd = Health(answer)
+    try:
+        env = GitEnv(tmp_path, repo(prom_url, odd.url, dry_run=True, json_path=json_path, real_dry_run=False))
+        assert roll(env) == "RolledBack"
+        assert odd.asked >= 1 and any("check failed" in s for s in env.subjects())
+        status = yaml.safe_load(env.show("releases/bookinfo/reviews.yaml"))["status"]
+        results = {r["name"]: r for r in status["lastAnalysis"]["results"]}
+        assert results["health"]["dryRun"] is True and results["health"]["outcome"] in ("error", "nodata")
+        assert results["error-ratio"]["outcome"] == "failed"
+    finally:
+        odd.close()

@@ -1,15 +1,21 @@
 """Analysis against two real Prometheus-compatible stores, Prometheus and
-VictoriaMetrics, fed the same backfilled Istio telemetry: the same healthy
-and failing canaries are judged the same on both; a low-traffic canary below
-minRequests never promotes; a step's window excludes traffic from before its
-weight was applied; credentials reach a gateway that refuses requests
-without them, and never show in what is recorded."""
+VictoriaMetrics (asked with ``flavor: victoriametrics``), fed the same
+backfilled Istio telemetry: the same healthy and failing canaries are judged
+the same on both; a low-traffic canary below minRequests never promotes; a
+step's window excludes traffic from before its weight was applied, also at
+the sample that straddles that moment (MetricsQL's own rate/increase would
+count it) and when the step's traffic is too low for minRequests; a
+VictoriaMetrics that hides its newest samples (-search.latencyOffset) is an
+error, never a judgement of the previous step; credentials reach a gateway
+that refuses requests without them, and never show in what is recorded."""
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from reconciler.adapters import metrics
+from reconciler.adapters.metrics import prometheus as prometheus_mod
 from reconciler.adapters.metrics.prometheus import Prometheus
 from reconciler.core import analysis
 from reconciler.core.decide import iso
@@ -21,6 +27,7 @@ pytestmark = pytest.mark.timeout(180)
 
 T0 = 1_790_000_000          # start of the simulated hour (unix seconds)
 APPLIED = T0 + 1800         # "stepped": bad until here, good after
+BOUNDARY = T0 + 2400        # a sample time; the next step's weight is applied 2s after it
 STORES = ("prometheus", "victoria")
 TOKEN = "t0ken-for-the-gateway"
 
@@ -35,6 +42,14 @@ def history() -> promsupport.History:
     h.traffic("trickle-v2", T0, end, rps=0.01, error_ratio=0.0, p99_ms=200)   # ~3 requests in 5 minutes
     h.traffic("stepped-v2", T0, APPLIED, rps=5, error_ratio=0.5, p99_ms=200)
     h.traffic("stepped-v2", APPLIED + promsupport.STEP, end, rps=5, error_ratio=0.0, p99_ms=200)
+    # the sample at BOUNDARY + STEP counts requests from before the weight was applied at BOUNDARY + 2:
+    # the previous step's, with 30% errors; the step's own traffic after it is clean
+    step = promsupport.STEP
+    h.traffic("straddle-v2", T0, BOUNDARY + step, rps=8, error_ratio=0.3, p99_ms=200)
+    h.traffic("straddle-v2", BOUNDARY + 2 * step, end, rps=8, error_ratio=0.0, p99_ms=200)
+    # 40 requests per sample before the weight was applied, 1 per sample after: too few for minRequests 20
+    h.traffic("lowafter-v2", T0, BOUNDARY + step, rps=8, error_ratio=0.0, p99_ms=200)
+    h.traffic("lowafter-v2", BOUNDARY + 2 * step, end, rps=0.2, error_ratio=0.0, p99_ms=200)
     return h
 
 
@@ -47,12 +62,25 @@ def prometheus_url():
 @pytest.fixture(scope="module")
 def victoria_url():
     with victoria.start(history()) as url:
+        VICTORIA.add(url)
         yield url
 
 
 @pytest.fixture(params=STORES)
 def store(request):
     return request.getfixturevalue(f"{request.param}_url")
+
+
+def settings_of(url: str, **extra) -> dict:
+    """The provider block that asks the store at ``url`` as Sluice should (sluice.yaml's)."""
+    return {"address": url, **(victoria.PROVIDER if url in VICTORIA else {}), **extra}
+
+
+def provider(url: str) -> Prometheus:
+    return metrics.build({"prometheus": settings_of(url)})["prometheus"]
+
+
+VICTORIA: set[str] = set()   # URLs of the VictoriaMetrics servers of this module
 
 
 def at(t: int) -> datetime:
@@ -66,7 +94,7 @@ def doc_for(workload: str, metrics_, status=None, **spec):
 
 
 def walk(url, doc, settings=None, passes=30):
-    return drive.walk({"prometheus": Prometheus(url)}, release(doc), settings, start=at(T0 + 300), passes=passes)
+    return drive.walk({"prometheus": provider(url)}, release(doc), settings, start=at(T0 + 300), passes=passes)
 
 
 BOTH = [{"name": "request-success-rate", "min": 99}, {"name": "request-duration", "max": 500}]
@@ -94,7 +122,7 @@ def test_the_stores_agree_on_values(prometheus_url, victoria_url):
     for workload in ("healthy-v2", "failing-v2", "slow-v2"):
         for name, template in analysis.BUILTIN.items():
             q = analysis.render_query(template, {"namespace": "bookinfo", "workload": workload, "interval": "1m"})
-            a, b = Prometheus(prometheus_url).query(q, when), Prometheus(victoria_url).query(q, when)
+            a, b = provider(prometheus_url).measure(q, {}, when), provider(victoria_url).measure(q, {}, when)
             assert a == pytest.approx(b, rel=0.3), (workload, name)
 
 
@@ -129,7 +157,7 @@ def test_a_steps_window_excludes_traffic_from_before_its_weight_was_applied(stor
               "canary": {"version": "v2", "image": "r:2"}, "weight": 10, "step": 1,
               "stepStartedAt": iso(at(APPLIED - 600))}
     rel = release(doc_for("stepped", metric, status))
-    providers = {"prometheus": Prometheus(store)}
+    providers = {"prometheus": provider(store)}
     now = at(APPLIED + 120)
 
     def check(**kw):
@@ -161,22 +189,25 @@ def test_credentials_and_tenant_header_reach_a_gateway_that_refuses_without_them
     now = at(T0 + 660)
     checks = analysis.plan_checks(rel, {}, canary_version="v2", stable_version="v1", now=now)
     with AuthProxy(store, required) as proxy:
-        good = metrics.build({"prometheus": {"address": proxy.url, "tokenFile": str(token),
+        good = metrics.build({"prometheus": {**settings_of(store), "address": proxy.url, "tokenFile": str(token),
                                              "headers": {"X-Scope-OrgID": "shop"}}})
         results = metrics.run_checks(good, checks, now)
         assert [r.outcome for r in results] == ["ok", "ok"] and proxy.refused == 0
         assert all(s.get("authorization") == f"Bearer {TOKEN}" and s.get("x-scope-orgid") == "shop"
                    for s in proxy.seen)
-        direct = metrics.run_checks({"prometheus": Prometheus(store)}, checks, now)
+        direct = metrics.run_checks({"prometheus": provider(store)}, checks, now)
         assert [r.value for r in results] == [r.value for r in direct]
         # the wrong tenant, or no token: refused, an error result that holds and never promotes
-        for cfg in ({"address": proxy.url, "tokenFile": str(token), "headers": {"X-Scope-OrgID": "other"}},
-                    {"address": proxy.url, "headers": {"X-Scope-OrgID": "shop"}}):
+        for cfg in ({**settings_of(store), "address": proxy.url, "tokenFile": str(token),
+                     "headers": {"X-Scope-OrgID": "other"}},
+                    {**settings_of(store), "address": proxy.url, "headers": {"X-Scope-OrgID": "shop"}}):
             refused = metrics.run_checks(metrics.build({"prometheus": cfg}), checks, now)
             assert {r.outcome for r in refused} == {"error"} and "401" in refused[0].message
             assert analysis.verdict(refused, rel, {}) == "hold"
         recorded = str([r.to_status() for r in results + refused])
         assert TOKEN not in recorded and proxy.refused == 4
+        # a tenant id is not a secret: the record keeps it readable, and short values never garble it
+        assert "***" not in recorded
 
 
 @pytest.mark.parametrize("store", STORES, indirect=True)
@@ -186,9 +217,86 @@ def test_basic_auth_reaches_the_gateway(store, tmp_path):
     password.write_text("s3cret-pass")
     basic = base64.b64encode(b"sluice:s3cret-pass").decode()
     with AuthProxy(store, {"Authorization": f"Basic {basic}"}) as proxy:
-        prom = metrics.build({"mimir": {"type": "prometheus", "address": proxy.url,
+        prom = metrics.build({"mimir": {**settings_of(store), "type": "prometheus", "address": proxy.url,
                                         "basicAuth": {"username": "sluice", "passwordFile": str(password)}}})["mimir"]
         q = analysis.render_query(analysis.REQUESTS, {"namespace": "bookinfo", "workload": "healthy-v2",
                                                       "interval": "1m"})
-        assert prom.query(q, at(T0 + 900)) == pytest.approx(300, rel=0.05)
+        # 300 requests in the minute; increase_prometheus does not extrapolate to the window's edges (275)
+        assert prom.measure(q, {}, at(T0 + 900)) == pytest.approx(300, rel=0.1)
         assert proxy.refused == 0 and "s3cret-pass" not in repr(prom) and basic not in repr(prom)
+
+
+def boundary_check(url: str, workload: str, metric: dict, provider_=None):
+    """One check of ``workload`` 45s after its step's weight was applied, 2s after a sample."""
+    applied = at(BOUNDARY + 2)
+    now = applied + timedelta(seconds=45)
+    status = {"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
+              "canary": {"version": "v2", "image": "r:2"}, "weight": 20, "step": 2, "stepStartedAt": iso(applied)}
+    rel = release(doc_for(workload.removesuffix("-v2"), [metric], status))
+    checks = analysis.plan_checks(rel, {}, canary_version="v2", stable_version="v1", now=now, applied_at=applied)
+    assert checks[0].window == 45
+    prov = provider_ or provider(url)
+    requests = prov.measure(checks[0].requests_query, {}, now) if checks[0].requests_query else None
+    return metrics.run_checks({"prometheus": prov}, checks, now)[0], requests
+
+
+def test_the_sample_straddling_the_steps_start_is_judged_the_same_on_both_stores(prometheus_url, victoria_url):
+    """The first sample after the weight was applied still counts requests from before it. Prometheus
+    never counts the increase into the window's first sample; MetricsQL's own rate() does (it starts from
+    the last sample before the window): asked the Prometheus way, VictoriaMetrics agrees."""
+    metric = {"name": "request-success-rate", "min": 99}
+    results = {url: boundary_check(url, "straddle-v2", metric)[0] for url in (prometheus_url, victoria_url)}
+    for result in results.values():
+        assert result.outcome == "ok" and result.value == pytest.approx(100), result.message
+    assert "increase_prometheus(" in results[victoria_url].query and "rate(" not in results[victoria_url].query
+    # what flavor: victoriametrics prevents: MetricsQL's rate() judges the previous step's errors as this one's
+    plain = Prometheus(victoria_url)
+    naive, _ = boundary_check(victoria_url, "straddle-v2", metric, plain)
+    assert naive.outcome == "failed" and naive.value < 99
+
+
+def test_low_traffic_in_the_steps_own_window_is_too_few_on_both_stores(prometheus_url, victoria_url):
+    """1 request per sample since the weight was applied, 40 per sample before: with minRequests 20
+    both stores say no data; MetricsQL's own increase() would count the previous step's 40 and judge."""
+    metric = {"name": "request-success-rate", "min": 99, "minRequests": 20}
+    for url in (prometheus_url, victoria_url):
+        result, requests = boundary_check(url, "lowafter-v2", metric)
+        assert result.outcome == "nodata" and "fewer than minRequests 20" in result.message, (url, result.message)
+        assert 7 <= requests <= 10, (url, requests)
+    naive, requests = boundary_check(victoria_url, "lowafter-v2", metric, Prometheus(victoria_url))
+    assert naive.outcome == "ok" and requests > 40
+
+
+def test_a_victoriametrics_hiding_its_newest_samples_never_judges_the_previous_steps_traffic():
+    """VictoriaMetrics' default -search.latencyOffset (30s) evaluates a query at now - 30s: a step
+    applied 45s ago would be judged mostly on the previous step's errors. Asked with
+    flavor: victoriametrics it evaluates at the time asked; behind a gateway that drops the arguments
+    that say so, the provider's time() probe sees it and the check is an error that holds."""
+    now_s = int(time.time())
+    base = now_s - now_s % promsupport.STEP        # the newest sample
+    applied = base - 43                            # 2s after a sample
+    recent = promsupport.History()
+    recent.traffic("recent-v2", base - 600, base - 45, rps=5, error_ratio=0.5, p99_ms=200)
+    recent.traffic("recent-v2", base - 40, base, rps=5, error_ratio=0.0, p99_ms=200)
+    metric = [{"name": "request-success-rate", "min": 99, "interval": "5m"}]
+    status = {"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
+              "canary": {"version": "v2", "image": "r:2"}, "weight": 20, "step": 2, "stepStartedAt": iso(at(applied))}
+    rel = release(doc_for("recent", metric, status))
+
+    def check(address, **cfg):
+        now = datetime.now(timezone.utc)
+        checks = analysis.plan_checks(rel, {}, canary_version="v2", stable_version="v1", now=now)
+        assert 43 <= checks[0].window < 300
+        results = metrics.run_checks(metrics.build({"prometheus": {"address": address, **cfg}}), checks, now)
+        return results[0], analysis.verdict(results, rel, {})
+
+    with victoria.start(recent, latency_offset=None) as url:
+        judged, verdict = check(url, **victoria.PROVIDER)
+        assert judged.outcome == "ok" and judged.value == pytest.approx(100) and verdict == "pass", judged.message
+        # asked as a plain PromQL store, it judges the previous step's traffic
+        naive, verdict = check(url)
+        assert naive.outcome == "failed" and verdict == "fail"
+        with AuthProxy(url, {}, drop_params=tuple(prometheus_mod.VICTORIA_ARGS)) as gateway:
+            hidden, verdict = check(gateway.url, **victoria.PROVIDER)
+        assert hidden.outcome == "error" and "-search.latencyOffset" in hidden.message and verdict == "hold"
+        assert "s before the time asked" in hidden.message

@@ -293,3 +293,14 @@ def test_run_applies_the_policy_file_and_refuses_to_start_on_an_invalid_one(tmp_
     assert main([*args, "--policy-file", str(policy)]) != 0
     assert "the policy file is invalid" in capsys.readouterr().err
     assert run("rev-parse", "main", cwd=bare).strip() == before
+
+
+def test_under_a_policy_the_repo_may_not_choose_its_appliers():
+    """A repo edit could switch off a folder's wait for Argo CD or Flux, or name any
+    object for Sluice to read and patch: under a policy, appliers are the controller's."""
+    settings = SETTINGS + b"appliers:\n  shop: {applier: none}\n"
+    out = load_files(files(release_doc(name="cart", namespace="shop"), settings=settings), policy=pol())
+    bad = [p for p in out.problems if p.file == "sluice.yaml"]
+    assert bad and "appliers" in bad[0].message and bad[0].line, [str(p) for p in out.problems]
+    out = load_files(files(release_doc(name="cart", namespace="shop"), settings=settings))
+    assert not out.problems   # without a policy the repo's sluice.yaml chooses

@@ -154,3 +154,30 @@ def test_compare_to_stable_at_a_last_step_of_100_percent_uses_stables_last_windo
     rel, events = walk(prom_url, doc)
     assert [e.action for _, e in events] == ["start", "advance", "advance", "promote"], events
     assert events[-1][1].evidence[0]["stable"] == pytest.approx(events[-1][1].evidence[0]["value"], rel=0.5)
+
+
+@pytest.mark.parametrize("promql,asked", [
+    ('sum(rate(x{a="b"}[1m30s])) / sum(rate(x[1m30s]))',
+     'sum((increase_prometheus(x{a="b"}[1m30s]) / 90)) / sum((increase_prometheus(x[1m30s]) / 90))'),
+    ("sum(increase(x[2m]))", "sum(increase_prometheus(x[2m]))"),
+    ("delta(g[5m])", "delta_prometheus(g[5m])"),
+    ("irate(x[1m]) + idelta(x[1m])", "irate(x[1m]) + idelta(x[1m])"),                   # no previous-sample issue
+    ('rate(x{l="rate(y[1m])"}[5m:1m] offset 1m)', '(increase_prometheus(x{l="rate(y[1m])"}[5m:1m] offset 1m) / 300)'),
+    ("sum by (rate) (Rate (x[2m]))", "sum by (rate) ((increase_prometheus(x[2m]) / 120))"),
+    ("my_rate(x[1m]) + rates_total", "my_rate(x[1m]) + rates_total"),
+    ("rate(rate(x[1m])[5m:])", "(increase_prometheus((increase_prometheus(x[1m]) / 60)[5m:]) / 300)"),
+])
+def test_victoriametrics_is_asked_with_prometheus_window_semantics(promql, asked):
+    from reconciler.adapters.metrics.prometheus import prometheus_semantics
+    assert prometheus_semantics(promql) == asked
+    vm = Prometheus("http://vm:8428", flavor="victoriametrics")
+    assert vm.describe(promql, {}) == asked and Prometheus("http://p:9090").describe(promql, {}) == promql
+
+
+def test_a_query_victoriametrics_cannot_be_asked_the_prometheus_way_is_an_error_result():
+    from reconciler.adapters import metrics
+    from reconciler.errors import MetricsError
+    vm = Prometheus("http://127.0.0.1:9", flavor="victoriametrics")
+    with pytest.raises(MetricsError, match=r"rate\(\) needs a range"):
+        vm.translate("rate(x)")   # MetricsQL's own default window would count the sample before it
+    assert isinstance(metrics.build({"p": {"address": "http://p", "flavor": "mimir"}})["p"], metrics.Unusable)

@@ -32,7 +32,8 @@ class Server:
                 body = {"status": "success", "data": {"resultType": "vector", "result": [{"value": [0, "1.5"]}]}}
                 if outer.status != 200:   # a hostile gateway echoing what it got
                     body = {"status": "error", "error": f"denied {self.headers.get('Authorization')} "
-                                                        f"{self.headers.get('X-Scope-OrgID')}"}
+                                                        f"{self.headers.get('X-Api-Key')} "
+                                                        f"for tenant {self.headers.get('X-Scope-OrgID')}"}
                 data = json.dumps(body).encode()
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
@@ -89,13 +90,14 @@ def test_secrets_never_in_errors_or_logs(tmp_path):
         token = tmp_path / "token"
         token.write_text(TOKEN)
         prom = from_settings({"address": bad.url, "tokenFile": str(token),
-                              "headers": {"X-Scope-OrgID": "tenant-secret-org"}})
+                              "headers": {"X-Api-Key": "api-key-value", "X-Scope-OrgID": "shop"}})
         with pytest.raises(MetricsError) as err:
             prom.query("up")
         text = str(err.value) + repr(err.value) + repr(prom)
         assert "401" in text
-        for secret in (TOKEN, "tenant-secret-org"):
+        for secret in (TOKEN, "api-key-value"):
             assert secret not in text
+        assert "for tenant shop" in text   # a tenant id is not a secret: the gateway's words stay readable
         assert "user:pw" not in repr(Prometheus("http://user:pw@prom:9090"))
         assert err.value.__cause__ is None and err.value.__context__ is None
     finally:
@@ -136,3 +138,44 @@ def test_schema_refuses_literal_secrets_and_authorization_header():
                   b"    basicAuth: {username: u, password: p}\n"):
         out = load_files({"sluice.yaml": base + extra})
         assert out.problems and out.problems[0].file == "sluice.yaml", extra
+
+
+class Answer(Server):
+    """Answers every query with ``body`` as it is."""
+
+    def __init__(self, body: bytes):
+        super().__init__()
+        body_ = body
+
+        class Handler(self.httpd.RequestHandlerClass):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body_)))
+                self.end_headers()
+                self.wfile.write(body_)
+
+        self.httpd.RequestHandlerClass = Handler
+
+
+@pytest.mark.parametrize("value", [b"9" * 400, b"true", b"[1]"])
+def test_an_odd_sample_value_is_an_error_never_an_exception(value):
+    from datetime import datetime, timezone
+
+    from reconciler.adapters import metrics
+    from reconciler.core import analysis
+    from tests.support.specs import release, release_doc
+    answer = Answer(b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[0,'
+                    + value + b"]}]}}")
+    try:
+        rel = release(release_doc(analysis={"metrics": [{"name": "request-success-rate", "min": 99, "dryRun": True},
+                                                        {"name": "request-duration", "max": 500}]},
+                                  status={"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
+                                          "canary": {"version": "v2", "image": "r:2"}, "weight": 10, "step": 1}))
+        now = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
+        checks = analysis.plan_checks(rel, {}, canary_version="v2", stable_version="v1", now=now)
+        results = metrics.run_checks(metrics.build({"prometheus": {"address": answer.url}}), checks, now)
+        assert [r.outcome for r in results] == ["error", "error"]
+        assert all("answered a malformed vector" in r.message for r in results)
+    finally:
+        answer.close()

@@ -275,3 +275,172 @@ def test_an_answer_quoting_the_credential_back_is_redacted(server, tmp_path):
     result = judge(provider({"url": server.url + "/echo", "jsonPath": "$.v", "tokenFile": str(token)}),
                    {"name": "v", "max": 5})
     assert result.outcome == "error" and "selected the string" in result.message and TOKEN not in result.message
+
+
+# --- whatever an answer holds, it errs its own metric only (never the release's analysis) ---
+
+@pytest.mark.parametrize("body,path,outcome,words", [
+    (b'{"v": ' + b"9" * 400 + b"}", "$.v", "nodata", "NaN/Inf"),               # beyond any float: as 1e400
+    (b'{"items": [{"v": 1}, {"v": "a"}]}', "$.items[/v]", "error", "cannot be applied to this answer"),
+    (b'{"v": "1_000"}', "$.v", "error", "selected the string '1_000'"),          # Python's float() takes it
+])
+def test_odd_answers_are_a_result_of_their_metric_never_an_exception(server, body, path, outcome, words):
+    server.routes["/odd"] = (200, body, {})
+    result = judge(provider({"url": server.url + "/odd", "jsonPath": path}), {"name": "odd", "max": 5})
+    assert result.outcome == outcome and words in result.message, result.message
+
+
+def test_a_provider_that_raises_anything_errs_its_metric_only_and_never_quotes_the_exception():
+    class Broken:
+        kind = "broken"
+
+        def describe(self, query, variables):
+            return "broken"
+
+        def measure(self, query, variables, at):
+            raise ValueError("Invalid header value b'Bearer SUPERSECRET\\nline2'")
+
+    class Fine:
+        kind = "fine"
+
+        def describe(self, query, variables):
+            return "fine"
+
+        def measure(self, query, variables, at):
+            return 0.5
+
+    rel, checks = check_of({"name": "a", "provider": "broken", "max": 1, "dryRun": True})
+    rel2, more = check_of({"name": "b", "provider": "fine", "max": 1})
+    results = metrics.run_checks({"broken": Broken(), "fine": Fine()}, checks + more, NOW)
+    assert [r.outcome for r in results] == ["error", "ok"]
+    assert "ValueError" in results[0].message and "SUPERSECRET" not in str(results[0].to_status())
+
+
+@pytest.mark.parametrize("cfg", [{"type": "web", "url": "http://[::1/x", "jsonPath": "$.v"},
+                                 {"address": "http://[::1"}, {"address": "http://127.0.0.1:99999"}])
+def test_an_unparseable_url_is_an_error_result_at_run_time(cfg):
+    rel, checks = check_of({"name": "m", "provider": "p", "max": 5, "dryRun": True})
+    queried = [analysis.MetricCheck(**{**c.__dict__, "query": "up"}) for c in checks] if "address" in cfg else checks
+    result = metrics.run_checks(metrics.build({"p": cfg}), queried, NOW)[0]
+    assert result.outcome == "error" and "invalid URL" in result.message, result.message
+
+
+# --- a deadline per request, however slowly the server answers ---
+
+class Drip:
+    """Answers one byte every ``pause`` seconds: in the headers (``where="headers"``) or the body."""
+
+    def __init__(self, where: str, pause: float = 0.2):
+        self.stopped = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n"
+                body = b'{"v": 1' + b" " * 99992 + b"}"
+                data = (head + b"X-Pad: " + b"a" * 1000 + b"\r\n\r\n" + body) if where == "headers" else None
+                if data is None:
+                    self.wfile.write(head + b"\r\n")
+                    data = body
+                for i in range(len(data)):
+                    try:
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    if outer.stopped.wait(pause):
+                        return
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.stopped.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_the_timeout_bounds_the_whole_request_not_each_read(where):
+    import time
+    drip = Drip(where)
+    try:
+        prov = provider({"url": drip.url + "/v", "jsonPath": "$.v", "timeout": "1s"})
+        t0 = time.monotonic()
+        result = judge(prov, {"name": "v", "max": 5})
+        took = time.monotonic() - t0
+        assert result.outcome == "error" and "did not answer within the 1s timeout" in result.message
+        assert took < 1.8, took   # one byte every 0.2s kept a per-read timeout waiting for hours
+    finally:
+        drip.close()
+
+
+def test_the_timeout_is_at_most_a_minute():
+    from reconciler.adapters.metrics.httpclient import MAX_TIMEOUT, client_from_settings
+    assert MAX_TIMEOUT == 60
+    assert client_from_settings("web", {"timeout": "100d"}).timeout == MAX_TIMEOUT
+    assert client_from_settings("web", {"timeout": float("nan")}).timeout == 5.0
+
+
+# --- secrets: control characters refused before sending, escaped forms redacted, evidence kept readable ---
+
+@pytest.mark.parametrize("content", ["SUPERSECRETTOKEN\nline2", "SUPERSECRETTOKEN\r\nmore", "SUPER\tSECRETTOKEN"])
+def test_a_token_with_a_control_character_is_refused_unsent_and_never_quoted(server, tmp_path, content):
+    token = tmp_path / "token"
+    token.write_text(content)
+    server.answer("/v", {"v": 1})
+    result = judge(provider({"url": server.url + "/v", "jsonPath": "$.v", "tokenFile": str(token)}),
+                   {"name": "v", "max": 5})
+    assert result.outcome == "error" and "tokenFile holds a control character" in result.message
+    assert server.seen == []
+    shown = json.dumps(result.to_status())
+    assert "SUPER" not in shown and "SECRETTOKEN" not in shown
+
+
+def test_redaction_hides_escaped_forms_of_a_secret():
+    from reconciler.adapters.metrics.httpclient import HttpClient
+    client = HttpClient("web", token="SUPERSECRETTOKEN\nline2")
+    for quoted in ("b'Bearer SUPERSECRETTOKEN\\nline2'", '"SUPERSECRETTOKEN\\nline2"', "SUPERSECRETTOKEN%0Aline2",
+                   "echo: SUPERSECRETTOKEN"):
+        assert "SUPERSECRETTOKEN" not in client.redact(quoted), quoted
+
+
+@pytest.mark.parametrize("tenant", ["1", "e", "bookinfo"])
+def test_a_tenant_header_never_garbles_the_record(server, tenant):
+    server.answer("/v/bookinfo", {"v": 1})
+    prov = provider({"url": server.url + "/v/{{ namespace }}?w={{ workload }}", "jsonPath": "$.v",
+                     "headers": {"X-Scope-OrgID": tenant}})
+    result = judge(prov, {"name": "v", "max": 5}, name="reviews")
+    assert result.outcome == "ok" and server.seen[-1]["headers"]["x-scope-orgid"] == tenant
+    assert result.query == f"GET {server.url}/v/bookinfo?w=reviews-v2 -> $.v"
+
+
+def test_credential_like_headers_are_redacted_whatever_their_length(server):
+    server.answer("/v", {"error": "key k3y and tenant some-long-tenant-name refused"}, status=403)
+    prov = provider({"url": server.url + "/v", "jsonPath": "$.v",
+                     "headers": {"X-Api-Key": "k3y", "X-Tenant": "some-long-tenant-name"}})
+    result = judge(prov, {"name": "v", "max": 5})
+    assert result.outcome == "error" and "k3y" not in result.message and "some-long-tenant-name" not in result.message
+
+
+@pytest.mark.parametrize("param", ["jwt", "sig", "pwd", "pass", "access", "code", "sid", "session", "hmac",
+                                   "x-api-key", "apikey", "access_token"])
+def test_credential_like_url_parameters_are_hidden(server, param):
+    server.answer("/v", {"v": 1})
+    result = judge(provider({"url": server.url + f"/v?{param}=S3CRET-VALUE&w={{{{ workload }}}}", "jsonPath": "$.v"}),
+                   {"name": "v", "max": 5})
+    assert result.outcome == "ok" and "S3CRET" not in json.dumps(result.to_status())
+    assert "w=we\"ird-v2" in result.query
+
+
+def test_a_prometheus_address_shows_no_credential_like_parameter():
+    from reconciler.adapters.metrics.prometheus import Prometheus
+    prom = Prometheus("http://prom:9090/?api_key=S3CRET-VALUE")
+    assert "S3CRET" not in repr(prom)

@@ -289,8 +289,12 @@ def nudge(client: ApplierClient, ref: ApplierRef, obj: Mapping[str, Any] | None,
     source = (obj.get("spec") or {}).get("sourceRef") or {}
     if source.get("kind") == "GitRepository" and source.get("name"):
         ns = source.get("namespace") or ref.namespace
-        client.annotate(GITREPOSITORY, ns, source["name"], REQUESTED_AT_ANNOTATION, stamp)
-        done.append(f"GitRepository {ns}/{source['name']}")
+        try:   # the source first (it fetches the commit); refused, the Kustomization is still nudged
+            client.annotate(GITREPOSITORY, ns, source["name"], REQUESTED_AT_ANNOTATION, stamp)
+            done.append(f"GitRepository {ns}/{source['name']}")
+        except (ClusterError, ClusterForbidden) as exc:
+            log.warning("cannot nudge GitRepository %s/%s (deploy/gitops/flux.yaml names it): %s",
+                        ns, source["name"], exc)
     client.annotate(KUSTOMIZATION, ref.namespace, ref.name, REQUESTED_AT_ANNOTATION, stamp)
     done.append(f"Kustomization {ref.namespace}/{ref.name}")
     return done

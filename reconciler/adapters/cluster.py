@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 import kubernetes
@@ -27,7 +27,6 @@ from kubernetes.client.exceptions import ApiException
 
 from reconciler.core import revision
 from reconciler.core.diff import APPLIED_ANNOTATION, Action, ObjRef, diff, ref_of, release_of, stamp
-from reconciler.core.trusted import parse_time
 from reconciler.core.model import (
     Applied, DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
     Release,
@@ -206,14 +205,6 @@ def _fingerprint_of(obj: Mapping[str, Any]) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
 
 
-def managed_time(obj: Mapping[str, Any], manager: str) -> datetime | None:
-    """When ``manager`` last changed ``obj`` (its ``managedFields`` entries' latest time; None: unknown)."""
-    times = [parse_time(e.get("time")) for e in (obj.get("metadata") or {}).get("managedFields") or []
-             if isinstance(e, Mapping) and e.get("manager") == manager]
-    times = [t for t in times if t is not None]
-    return max(times) if times else None
-
-
 def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> dict[str, Readiness]:
     """Readiness of each live revision of ``rel`` (by revision name) from the listed Deployments."""
     out = {}
@@ -276,10 +267,10 @@ class KubernetesTarget:
         """The routing of ``desired`` is live once every VirtualService in it is, as
         last observed, what Sluice would apply (no action left). Since when: the
         moment this process's apply of it returned (by the controller's clock);
-        for routing another process applied (a restart, a new leader), Sluice's
-        last change to the object (its ``managedFields`` time, which a real API
-        server moves when a manager changes a value it owns), rounded up to the
-        next second and kept between the step's commit and now."""
+        for routing another process applied (a restart, a new leader), the first
+        time this process saw it live: later than it went live, never earlier
+        (the API server's clock, in ``managedFields``, may be skewed from ours),
+        so a restart costs an in-flight step at most one interval."""
         routes = [o for o in desired if o.get("kind") == "VirtualService"]
         if not routes:
             return Applied(None, known=False)
@@ -292,12 +283,7 @@ class KubernetesTarget:
                                              "step's routing yet")
             fp, at = self._routed.get(ref, (None, None))
             if fp != _fingerprint_of(live):
-                at = managed_time(live, FIELD_MANAGER)
-                if at is None:
-                    return Applied(None, known=False)   # nothing to tell from: the window opens at the step's commit
-                now = self.clock()
-                started = parse_time(rel.status.get("stepStartedAt")) or now
-                at = min(max(at + timedelta(seconds=1), started), now)
+                at = self.clock()
                 self._routed[ref] = (_fingerprint_of(live), at)   # kept: the same answer next pass
             since.append(at)
         return Applied(max(since))

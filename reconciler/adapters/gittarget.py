@@ -57,9 +57,7 @@ class GitTarget:
 
     ``cluster``: a :class:`~reconciler.adapters.cluster.Cluster` Sluice may read
     (get/list) and, for the nudge only, patch the applier's objects with; None
-    without cluster access. ``readiness_from_cluster``: read Deployments for
-    readiness (False when the cluster was unreachable at start-up: readiness is
-    then not protected, as without a cluster). ``repo``: Sluice's clone, for the
+    without cluster access (readiness is then not protected). ``repo``: Sluice's clone, for the
     commits' ancestry. ``appliers``: which applier deploys each folder.
     ``clock``: the controller sets its own.
     """
@@ -67,10 +65,10 @@ class GitTarget:
     name = "git"
 
     def __init__(self, cluster=None, *, repo=None, appliers: Appliers | None = None,
-                 readiness_from_cluster: bool = True, clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow):
         self.cluster, self.repo = cluster, repo
         self.appliers = appliers or Appliers()
-        self.read_readiness = cluster is not None and readiness_from_cluster
+        self.read_readiness = cluster is not None
         self.clock = clock
         self.client = ApplierClient(cluster) if cluster is not None else None
         self.live: dict[ObjRef, dict] = {}
@@ -80,6 +78,8 @@ class GitTarget:
         self._changed: dict[tuple[str, str], str | None] = {}        # (tip, path) -> last commit changing it
         self._ancestry: dict[tuple[str, str], bool | None] = {}      # (commit, applier revision) -> descends
         self._seen: dict[tuple[str, str], datetime] = {}             # (release, commit) -> first seen applied
+        self._waiting: dict[tuple[str, str], datetime] = {}          # (release, commit) -> first seen not applied
+        self._unreadable: dict[str, Exception] = {}                  # namespace -> why its LIST failed, this pass
 
     @property
     def applier_deadline(self) -> float:
@@ -104,19 +104,22 @@ class GitTarget:
         self._tip = None
         keys = {r.key for r in releases}
         self._seen = {k: v for k, v in self._seen.items() if k[0] in keys}
+        self._waiting = {k: v for k, v in self._waiting.items() if k[0] in keys}
+        self._unreadable = {}
         if not self.read_readiness:
             self.live = {}
             return
         live: dict[ObjRef, dict] = {}
         for ns in sorted({r.namespace for r in releases}):
             path = self.cluster._path("apps", "v1", "deployments", ns)
-            try:   # a failure fails the pass, as with the kubernetes target: nothing is decided blind
+            try:   # a namespace Sluice may not read holds its own releases, not the others
                 data = self.cluster._call("list", "deployments.apps", ns, "GET", path,
                                           query=[("labelSelector", SELECTOR)])
-            except ClusterForbidden as exc:
-                raise ClusterForbidden(f"forbidden: cannot list deployments.apps in namespace {ns}, which the "
-                                       "git target reads for readiness: bind deploy/gitops/readiness.yaml "
-                                       "there") from exc
+            except ClusterForbidden:
+                self._unreadable[ns] = ClusterForbidden(
+                    f"forbidden: cannot list deployments.apps in namespace {ns}, which the git target reads "
+                    "for readiness: bind deploy/gitops/readiness.yaml there")
+                continue
             for item in (data or {}).get("items") or []:
                 name = (item.get("metadata") or {}).get("name")
                 if name:
@@ -124,6 +127,8 @@ class GitTarget:
         self.live = live
 
     def readiness(self, rel: Release) -> Mapping[str, Readiness]:
+        if rel.namespace in self._unreadable:
+            raise self._unreadable[rel.namespace]   # that release is held, nothing decided blind
         if self.read_readiness:
             return version_readiness(rel, self.live)
         return {revision.name_of(v): Readiness(revision.name_of(v), "ready")
@@ -151,19 +156,23 @@ class GitTarget:
         seen = self._seen.get((rel.key, want))
         if seen is not None:
             return Applied(seen, deadline=wait)
+        for key in [k for k in self._waiting if k[0] == rel.key and k[1] != want]:
+            del self._waiting[key]   # an earlier commit of this release: no longer waited for
+        since = self._waiting.setdefault((rel.key, want), self.clock())   # the deadline counts from here
         _, state, why = self._read(ref)
         if state is None:
-            return Applied(None, waiting=f"{ref}: {why}, waiting for {short(want)}", deadline=wait)
+            return Applied(None, waiting=f"{ref}: {why}, waiting for {short(want)}", deadline=wait, since=since)
         reached = [r for r in state.revisions if self._descends(want, r)]
         if state.done and reached:
             at = self.clock()
             self._remember(rel.key, want, at)
+            self._waiting.pop((rel.key, want), None)
             return Applied(at, deadline=wait)
         at = f"at {short(state.revision)}" if state.revision else "nothing applied yet"
         unknown = [r for r in state.revisions if self._ancestry.get((want, r)) is None]
         note = " (not fetched by Sluice yet)" if state.revisions and len(unknown) == len(state.revisions) else ""
         return Applied(None, waiting=f"{ref}: {at}{note} ({state.words}), waiting for {short(want)}",
-                       deadline=wait)
+                       deadline=wait, since=since)
 
     def after_push(self, commits: list[str], settings: Mapping[str, Any]) -> None:
         """Nudge each configured applier once; failures are logged, never raised."""

@@ -13,7 +13,9 @@ namespace, release, service, canary_version, stable_version, workload,
 interval. Values are escaped for PromQL label strings. A metric (or its
 template) names its provider (``provider:``, default ``prometheus``); a
 ``web`` provider asks its own URL, templated with the same variables, and
-takes no query.
+takes no query. An unknown variable is refused by validation
+(``template_problems``); should one reach ``plan_checks``, that metric's
+check carries the ``error`` and is never asked, the others are.
 
 Windows: a check is judged on its own step's traffic. The query window
 (``{{ interval }}``) is the metric's interval, cut to the time since the
@@ -27,7 +29,9 @@ stable's value is read from its window that ended when that step began
 an empty stable.
 
 Conditions: ``min``, ``max``, ``range: [lo, hi]`` (both inclusive),
-``equals`` or ``notEquals`` with an optional absolute ``tolerance``.
+``equals`` or ``notEquals`` with an optional absolute ``tolerance``; every
+number finite, and a min never above a max (``condition_problems``,
+``merged_condition_problem``).
 ``minRequests`` (built-ins only): fewer requests to the judged workload in
 the window than that is ``nodata``, whatever the value.
 
@@ -47,6 +51,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext import parse as parse_jsonpath
@@ -58,6 +63,7 @@ from reconciler.core.trusted import parse_time
 DEFAULT_PROVIDER = "prometheus"   # the provider of a metric that names none (and of a lone providers.prometheus)
 MIN_WINDOW = 1.0                  # seconds: a shorter window since the weight was applied is not asked
 QUERY_CHARS = 500                 # a recorded query is cut here: status stays compact
+MAX_PROVIDER_TIMEOUT = 60.0      # seconds: a provider's timeout bounds each whole request, at most this
 CONDITION_KEYS = ("min", "max", "range", "equals", "notEquals", "tolerance")
 VARIABLES = ("namespace", "release", "service", "canary_version", "stable_version", "workload", "interval")
 
@@ -103,6 +109,7 @@ class MetricCheck:
     tolerance: float | None = None
     dry_run: bool = False
     skip: str = ""                   # why nothing is asked (the result is nodata), e.g. a window under MIN_WINDOW
+    error: str = ""                  # why it cannot be asked (the result is an error), e.g. an unknown variable
 
     @property
     def compares(self) -> bool:
@@ -148,14 +155,70 @@ def compile_json_path(text: str):
         raise ValueError(f"invalid jsonPath {text!r}: {exc}") from None
 
 
+def url_problem(url: str, *, base: bool = False) -> str | None:
+    """Why ``url`` cannot be asked (None: it can): it must parse, with a host and a
+    valid port; a ``base`` URL (a Prometheus address, under which the API's paths
+    go) has no query string or fragment."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host"
+    if port == 0:
+        return "has port 0"
+    if base and (parts.query or parts.fragment or "?" in url or "#" in url):
+        return "is a base URL (the API's paths are added to it): no query string or fragment"
+    return None
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def timeout_problem(value: Any) -> str | None:
+    """Why a provider's ``timeout`` is refused (None: it is not)."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    if not 0 <= seconds <= MAX_PROVIDER_TIMEOUT:   # also NaN and inf
+        return (f"timeout {value} is over the maximum {format_duration(MAX_PROVIDER_TIMEOUT)}: a slow provider "
+                "must not stall every release's pass")
+    return None
+
+
 def provider_problems(providers: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str, bool]]:
     """What the schema cannot say about ``providers`` blocks (path, message, at-key):
-    a web provider's jsonPath syntax, its url/body variables, a body sent with GET."""
+    an address or URL that does not parse, a timeout over the maximum, a web
+    provider's jsonPath syntax, its url/body variables, a body sent with GET."""
     out: list[tuple[tuple[Any, ...], str, bool]] = []
     for name, cfg in providers.items():
-        if not isinstance(cfg, Mapping) or cfg.get("type") != "web":
+        if not isinstance(cfg, Mapping):
             continue
         base = ("providers", name)
+        if "timeout" in cfg:
+            why = timeout_problem(cfg["timeout"])
+            if why:
+                out.append((base + ("timeout",), f"providers.{name}.timeout: {why}", False))
+        for header, value in (cfg.get("headers") or {}).items():
+            if isinstance(value, str) and not value.isascii() and not _latin1(value):
+                out.append((base + ("headers", header), f"providers.{name}.headers.{header}: a character of "
+                            "this value cannot be sent in an HTTP header (Latin-1 only)", False))
+        if cfg.get("type") != "web":
+            why = url_problem(str(cfg.get("address", "")), base=True) if "address" in cfg else None
+            if why:
+                out.append((base + ("address",), f"providers.{name}.address {why}", False))
+            continue
+        if isinstance(cfg.get("url"), str) and not template_problems(cfg["url"]):
+            why = url_problem(render_query(cfg["url"], {k: "x" for k in VARIABLES}))
+            if why:
+                out.append((base + ("url",), f"providers.{name}.url {why}", False))
         try:
             compile_json_path(str(cfg.get("jsonPath", "")))
         except ValueError as exc:
@@ -193,9 +256,21 @@ def condition(metric: Mapping[str, Any], template: Mapping[str, Any]) -> dict[st
     return {**inherited, **own}
 
 
+def finite(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or math.isfinite(value)
+
+
 def condition_problems(block: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(key, message) for a metric's or template's own condition keys that cannot go together."""
+    """(key, message) for a metric's or template's own condition keys that cannot go
+    together, or that no value could ever fail (NaN, an infinite bound or tolerance)."""
     out = []
+    for key in CONDITION_KEYS:
+        values = block.get(key) if key == "range" and isinstance(block.get(key), list) else [block.get(key)]
+        if not all(finite(v) for v in values):
+            out.append((key, f"{key}: use a finite number (NaN or infinity makes a condition that can never "
+                             "fail, or never pass)"))
+    if out:
+        return out
     bounds = [k for k in ("min", "max") if k in block]
     kinds = [k for k in ("range", "equals", "notEquals") if k in block]
     if len(kinds) > 1 or (kinds and bounds):
@@ -204,7 +279,23 @@ def condition_problems(block: Mapping[str, Any]) -> list[tuple[str, str]]:
     rng = block.get("range")
     if isinstance(rng, list) and len(rng) == 2 and rng[0] > rng[1]:
         out.append(("range", f"range [{rng[0]:g}, {rng[1]:g}] is empty: its low end is above its high end"))
+    if _numbers(block.get("min"), block.get("max")) and block["min"] > block["max"]:
+        out.append(("max", f"min {block['min']:g} is above max {block['max']:g}: no value can pass"))
     return out
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def merged_condition_problem(metric: Mapping[str, Any], template: Mapping[str, Any]) -> str | None:
+    """Why the condition a metric ends up with (its own keys over its template's) can
+    never pass: a min above a max, one from the template and one from the metric."""
+    cond = condition(metric, template)
+    lo, hi = cond.get("min"), cond.get("max")
+    if _numbers(lo, hi) and lo > hi:
+        return f"min {lo:g} is above max {hi:g} (with its template's condition): no value can pass"
+    return None
 
 
 def provider_of(metric: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -265,9 +356,15 @@ def plan_checks(rel: Release, settings: Mapping[str, Any], *, canary_version: st
         counted = REQUESTS if min_requests else None
         cond = condition(metric, tmpl)
         lo, hi = cond.get("min"), cond.get("max")
+        try:   # an unknown variable errs this metric only, never the whole check
+            rendered = render_query(query, canary_vars) if query else None
+            stable_rendered = render_query(query, stable_vars) if compare and query else None
+            error = ""
+        except TemplateError as exc:
+            rendered = stable_rendered = None
+            error = str(exc)
         out.append(MetricCheck(
-            name=name, query=render_query(query, canary_vars) if query else None,
-            stable_query=render_query(query, stable_vars) if compare and query else None, min=lo, max=hi,
+            name=name, query=rendered, stable_query=stable_rendered, min=lo, max=hi,
             max_increase=compare.get("maxIncrease"), max_increase_percent=compare.get("maxIncreasePercent"),
             lower_is_worse=name in LOWER_IS_WORSE or (lo is not None and hi is None), window=window,
             stable_at=_stable_window_end(rel) if compare else None, provider=provider_of(metric, settings),
@@ -275,8 +372,15 @@ def plan_checks(rel: Release, settings: Mapping[str, Any], *, canary_version: st
             requests_query=render_query(counted, canary_vars) if counted else None,
             stable_requests_query=render_query(counted, stable_vars) if counted and compare else None,
             min_requests=min_requests or 0, equals=cond.get("equals"), not_equals=cond.get("notEquals"),
-            tolerance=cond.get("tolerance"), dry_run=bool(metric.get("dryRun", False)), skip=skip))
+            tolerance=cond.get("tolerance"), dry_run=bool(metric.get("dryRun", False)), skip=skip, error=error))
     return out
+
+
+def unplanned(rel: Release, why: str) -> tuple[MetricResult, ...]:
+    """An ``error`` result for each metric of ``rel`` when its check could not even be
+    planned: the verdict then follows onProviderError (default hold), never "not checked"."""
+    return tuple(MetricResult(str(m.get("name", "?")), "error", None, message=why,
+                              dry_run=bool(m.get("dryRun", False))) for m in rel.metrics)
 
 
 def _stable_window_end(rel: Release) -> str | None:
@@ -332,10 +436,11 @@ def evaluate(check: MetricCheck, value: float | None, stable_value: float | None
     common = {"min": check.min, "max": check.max, "equals": check.equals, "not_equals": check.not_equals,
               "tolerance": check.tolerance, "provider": check.provider, "window": check.window,
               "query": _compact(query if query is not None else check.query or ""), "dry_run": check.dry_run}
-    if check.skip:   # nothing was asked: no query to record
-        return MetricResult(check.name, "nodata", None, message=check.skip, **{**common, "query": ""})
+    error = error or check.error
     if error:
         return MetricResult(check.name, "error", None, message=error, **common)
+    if check.skip:   # nothing was asked: no query to record
+        return MetricResult(check.name, "nodata", None, message=check.skip, **{**common, "query": ""})
     few = _too_few(check, requests)
     if few:
         return MetricResult(check.name, "nodata", None if _bad(value) else value, message=few, **common)

@@ -33,6 +33,7 @@ from reconciler.core import revision
 LIVE = LIVE_PHASES
 NOT_READY_RECHECK = 5.0   # seconds between readiness looks while a version starts
 APPLIED_RECHECK = 2.0     # seconds between looks at the applier while a step's routing is not live yet
+APPLIED_RECHECK_LATER = 15.0   # ... once it has waited a minute (a stuck applier is not polled every 2s)
 STEP_SCOPED = ("appliedAt", "heldBy")   # status fields of one step: a new step starts without them
 
 
@@ -557,7 +558,9 @@ def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
     ready (since the rollout started, at step 0)."""
     deadline = parse_duration(c.rel.spec.get("progressDeadline", DEFAULT_PROGRESS_DEADLINE))
     weight = c.st.get("weight", 0)
-    since = parse_time(c.st.get("notReadySince")) or (parse_time(c.st.get("stepStartedAt")) if step == 0 else None)
+    live = c.obs.applied.at if c.obs.applied is not None else None   # a late applier does not eat the deadline
+    since = parse_time(c.st.get("notReadySince")) or (
+        max(filter(None, (parse_time(c.st.get("stepStartedAt")), live))) if step == 0 else None)
     if since is not None and c.now - since > timedelta(seconds=deadline):
         where = "" if step == 0 else f" at {weight}%"
         return _rollback(c, "Failed", f"{canary} not ready{where} for {format_duration(deadline)} "
@@ -580,20 +583,22 @@ def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
 
 def _wait_applied(c: _Ctx, canary: str, applied: Applied) -> Decision:
     """The step's routing is not live yet (the git target's applier has not
-    applied its commit): no check is due. Past the target's deadline the
-    rollout is held, once, with a message naming what it waits for; it goes on
-    by itself when the routing is live. A rollback never waits for this."""
+    applied its commit): the step is not judged. Past the target's deadline,
+    counted from the later of the step's commit and when the target began
+    waiting for this routing, the rollout is held, once, with a message naming
+    what it waits for; it goes on by itself when the routing is live. A
+    rollback never waits for this."""
     weight = c.st.get("weight", 0)
-    started = parse_time(c.st.get("stepStartedAt"))
-    late = (applied.deadline is not None and started is not None
-            and (c.now - started).total_seconds() > applied.deadline)
-    if late and c.st.get("heldBy") != "applier":
+    started = max(filter(None, (parse_time(c.st.get("stepStartedAt")), applied.since)), default=None)
+    waited = (c.now - started).total_seconds() if started is not None else 0.0
+    recheck = APPLIED_RECHECK if waited < 60 else APPLIED_RECHECK_LATER
+    if applied.deadline is not None and waited > applied.deadline and c.st.get("heldBy") != "applier":
         message = (f"held at {weight}%: {applied.waiting or 'the routing is not live'} for more than "
                    f"{format_duration(applied.deadline)}; the rollout goes on once it is live")
         status = {**c.st, "heldBy": "applier", "message": message}
         return Decision(status, c.event("hold", f"{canary} held at {weight}%: routing not applied", status,
-                                        reason=applied.waiting), next_check_in=APPLIED_RECHECK)
-    return Decision(c.st, next_check_in=APPLIED_RECHECK)
+                                        reason=applied.waiting), next_check_in=recheck)
+    return Decision(c.st, next_check_in=recheck)
 
 
 def _progressing(c: _Ctx) -> Decision:
@@ -603,6 +608,11 @@ def _progressing(c: _Ctx) -> Decision:
     if ready.state == "failed":
         return _rollback(c, "Failed", f"{canary} never became ready: {ready.message or 'progress deadline exceeded'}",
                          evidence=False)
+    applied = c.obs.applied
+    pending = applied is not None and applied.pending and c.st.get("phase") == "Progressing"
+    if pending and step == 0:
+        # the rollout's first commit (the new version's Deployment) is not applied yet: not the version's fault
+        return _wait_applied(c, canary, applied)
     if not ready.ready:
         return _not_ready(c, canary, step, ready)
     if c.st.pop("notReadySince", None) and c.obs.analysis is None:
@@ -613,8 +623,14 @@ def _progressing(c: _Ctx) -> Decision:
         return _promote(c)
     if step == 0:
         return _enter_stage(c, 1)
-    applied = c.obs.applied
-    if applied is not None and applied.pending and c.st.get("phase") == "Progressing":
+    if pending:
+        # judged at the weight still live: the new step is not judged yet, but a metric out of bounds still
+        # counts (no data does not: at the weight still live the canary may have no traffic at all)
+        bad = [r for r in c.obs.analysis or () if r.outcome == "failed" and not r.dry_run]
+        if bad:
+            words = "; ".join(f"{r.name} {r.message or r.outcome}" for r in bad)
+            return _count_failure(c, step, f"{words} (at the weight still live: this step's routing is not "
+                                           "applied yet)")
         return _wait_applied(c, canary, applied)
     if applied is not None and applied.at is not None and c.st.get("appliedAt") is None:
         c.st["appliedAt"] = iso(applied.at + timedelta(microseconds=999_999))   # whole seconds, never early

@@ -235,24 +235,42 @@ def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = Non
         return {}, []
     if not isinstance(doc, dict):
         return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
-    raw = (list(schema.errors("sluice", doc)) or policies.widening(doc, policy) or _credentials(doc, policy)
-           or _analysis_settings_problems(doc, policy))
-    raw = [(p, _settings_message(p, m), k) for p, m, k in raw]
+    raw = ([(p, _settings_message(p, m), k) for p, m, k in schema.errors("sluice", doc)]
+           or policies.widening(doc, policy) or _credentials(doc, policy) or _analysis_settings_problems(doc, policy))
     if raw:
         return {}, _locate(SETTINGS_FILE, data, raw, "")
     return doc, []
 
 
+# provider options that read a file on the controller (basicAuth holds passwordFile)
+CONTROLLER_FILES = ("tokenFile", "basicAuth", "caFile")
+
+
 def _credentials(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> list[_Raw]:
-    """Under a policy file the repo may not name the controller's secret files: a tenant
-    who can push could point tokenFile at the controller's own token and the address
-    at themselves. Credentials then come from the policy's providers only."""
+    """Under a policy file the repo may not make the controller read its own files or
+    call where it likes: a tenant who can push could point tokenFile at the controller's
+    token (or caFile at its service account's CA) and the address at themselves, or a
+    web provider at a metadata server or an internal API whose answers end up in git.
+    Credentials, CA files and web providers then come from the policy's providers only."""
     if policy is None:
         return []
-    return [(("providers", name, key), f"providers.{name}.{key}: credentials are the controller's, "
-             "set them in the policy file's providers (a repo edit must not choose which secret is sent where)", True)
-            for name, cfg in (doc.get("providers") or {}).items()
-            for key in ("tokenFile", "basicAuth") if key in (cfg or {})]
+    out: list[_Raw] = []
+    for name, cfg in (doc.get("providers") or {}).items():
+        cfg = cfg if isinstance(cfg, Mapping) else {}
+        if cfg.get("type") == "web":
+            out.append((("providers", name, "type"), f"providers.{name}: under a controller policy, web providers "
+                        "are the policy file's to define (a repo edit must not choose which URL the controller "
+                        "calls from inside the cluster)", False))
+        out += [(("providers", name, key), f"providers.{name}.{key}: credentials are the controller's, as is "
+                 "every file it reads (tokenFile, basicAuth.passwordFile, caFile): set them in the policy file's "
+                 "providers (a repo edit must not choose which of its files is read or which secret is sent where)",
+                 True)
+                for key in CONTROLLER_FILES if key in cfg]
+    if "appliers" in doc:   # which applier a step waits for is the controller's, like its providers
+        out.append((("appliers",), "appliers: under a controller policy the appliers are the controller's "
+                    "(--applier, --applier-object): a repo edit must not switch off a folder's wait for its "
+                    "applier nor choose which object Sluice reads and patches", True))
+    return out
 
 
 def _analysis_settings_problems(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> list[_Raw]:
@@ -271,6 +289,8 @@ def _analysis_settings_problems(doc: Mapping[str, Any], policy: Mapping[str, Any
                                            "a template for it has no query", True))
         elif kind != "web" and not tmpl.get("query"):
             out.append((base, f"metric template {name!r} needs a query (or a web provider)", False))
+        elif isinstance(tmpl.get("query"), str):
+            out += [(base + ("query",), p, False) for p in analysis.template_problems(tmpl["query"])]
         out += [(base + (key,), message, True) for key, message in analysis.condition_problems(tmpl)]
         if "tolerance" in tmpl and not tmpl.keys() & {"equals", "notEquals"}:
             out.append((base + ("tolerance",), "tolerance applies to equals or notEquals only", True))
@@ -291,6 +311,7 @@ def _undefined_provider(name: str, providers: Mapping[str, Any], policy: Mapping
 
 def _settings_message(path: tuple[Any, ...], message: str) -> str:
     """Schema messages about sluice.yaml's security fields, worded for people."""
+    message = policies.provider_message(path, message)
     if path == ("trust",):
         return ("trust anchors are not read from the repo (a commit could vouch for itself): configure "
                 "--trust-* or the policy file's trust:, and remove this block")
@@ -334,7 +355,21 @@ def _metric_problems(rel: Release, settings: Mapping[str, Any], policy: Mapping[
             out.append((at + ("minRequests",), "minRequests counts the Istio requests of the built-in metrics "
                                                f"({', '.join(BUILTIN_METRICS)}); this metric asks its own query",
                         True))
-        out += [(at + (key,), message, True) for key, message in analysis.condition_problems(metric)]
+        if isinstance(metric.get("query"), str):
+            out += [(at + ("query",), p, False) for p in analysis.template_problems(metric["query"])]
+        if kind == "web" and metric.get("compareToStable"):
+            out.append((at + ("compareToStable",), f"provider {provider!r} is a web provider: it answers about "
+                        "now only, and at a last step of 100% stable must be asked about its last window "
+                        "(a PromQL provider can); compare in the endpoint or use a PromQL metric", True))
+        for key, value in (metric.get("compareToStable") or {}).items():
+            if not analysis.finite(value):
+                out.append((at + ("compareToStable", key), f"compareToStable.{key}: use a finite number", False))
+        own = analysis.condition_problems(metric)
+        out += [(at + (key,), message, True) for key, message in own]
+        merged = None if own else analysis.merged_condition_problem(metric, template)
+        if merged:
+            key = next((k for k in ("max", "min", "range") if k in metric), "name")
+            out.append((at + (key,), merged, True))
         cond = analysis.condition(metric, template)
         if "tolerance" in cond and not cond.keys() & {"equals", "notEquals"}:
             out.append((at + (("tolerance",) if "tolerance" in metric else ("name",)),

@@ -290,6 +290,8 @@ class Applied:
     waiting: str = ""
     known: bool = True
     deadline: float | None = None   # seconds a step may wait for it before the rollout is held
+    since: datetime | None = None   # when the target began waiting for this routing (the deadline counts
+                                    # from the later of this and the step's commit)
 
     @property
     def pending(self) -> bool:

@@ -63,10 +63,20 @@ def load(data: bytes, path: str) -> tuple[dict[str, Any], list[Problem]]:
         return {}, [Problem(path, exc.message, (), exc.line, exc.col)]
     if not isinstance(doc, dict):
         return {}, [Problem(path, "expected a mapping (a Policy)")]
-    raw = list(schema.errors("policy", doc)) or analysis.provider_problems(doc.get("providers") or {})
+    raw = ([(p, provider_message(p, m), k) for p, m, k in schema.errors("policy", doc)]
+           or analysis.provider_problems(doc.get("providers") or {}))
     if raw:
         return {}, locate(path, data, raw)
     return doc, []
+
+
+def provider_message(path: tuple[Any, ...], message: str) -> str:
+    """A schema message about a ``providers`` block without the value it quotes when
+    that value may be a secret (a header's): said for people, never echoed to a log."""
+    if len(path) == 4 and path[0] == "providers" and path[2] == "headers":
+        return (f"providers.{path[1]}.headers.{path[3]}: a header value must be one line of text, without "
+                "control characters (a line break would split the request)")
+    return message
 
 
 def providers(settings: Mapping[str, Any], policy: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -54,7 +54,7 @@ def _message(err: ValidationError) -> tuple[tuple[Any, ...], str, bool]:
     path = tuple(err.absolute_path)
     where = ".".join(str(p) for p in path) or "document"
     if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})), key=repr)   # keys of any type
         if extra:
             return path + (extra[0],), f"unknown field {extra[0]!r} in {where}", True
     if err.validator == "required":

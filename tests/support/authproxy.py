@@ -1,12 +1,15 @@
 """A reverse proxy on 127.0.0.1 in front of a real metrics store that refuses
 (401) any request without the configured credentials, like a Thanos, Mimir
 or vendor gateway. It forwards what it lets through to the store and records
-the headers of every request it saw (names in lower case)."""
+the headers of every request it saw (names in lower case). ``drop_params``:
+query arguments it leaves out when forwarding, as a gateway that passes only
+the arguments it knows does."""
 
 from __future__ import annotations
 
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping
@@ -15,7 +18,7 @@ from typing import Mapping
 class AuthProxy:
     """``required``: header name -> exact value every request must carry."""
 
-    def __init__(self, upstream: str, required: Mapping[str, str]):
+    def __init__(self, upstream: str, required: Mapping[str, str], drop_params: tuple[str, ...] = ()):
         self.upstream, self.required = upstream.rstrip("/"), dict(required)
         self.seen: list[dict[str, str]] = []
         self.refused = 0
@@ -29,7 +32,11 @@ class AuthProxy:
                     return self._answer(401, b'{"status":"error","error":"unauthorized"}')
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                req = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command)
+                path, _, query = self.path.partition("?")
+                kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
+                        if k not in drop_params]
+                path += f"?{urllib.parse.urlencode(kept)}" if kept else ""
+                req = urllib.request.Request(proxy.upstream + path, data=body, method=self.command)
                 try:
                     with urllib.request.urlopen(req, timeout=10) as resp:
                         self._answer(resp.status, resp.read())

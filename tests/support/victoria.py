@@ -5,10 +5,12 @@ as the Prometheus tests (``tests.support.prometheus.History``).
 directory, imports the history at ``/api/v1/import/prometheus`` (Prometheus
 text format, millisecond timestamps), flushes it and waits until every series
 is searchable, then yields the URL; the server is stopped by PID. Query with
-an explicit ``time``. ``-search.latencyOffset=0s`` (default 30s hides recent
-samples), ``-search.disableCache`` (answers computed before the import must
-not be served after it), ``-retentionPeriod=100y`` (history is kept however
-old it is).
+an explicit ``time``. ``-search.latencyOffset=0s`` as Sluice needs it
+(``latency_offset=None`` keeps VictoriaMetrics' default, 30s, which hides the
+newest samples), ``-search.disableCache`` (answers computed before the import
+must not be served after it), ``-retentionPeriod=100y`` (history is kept
+however old it is). Sluice asks it with ``flavor: victoriametrics``
+(``PROVIDER``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.support.prometheus import History
 from tests.support.tools import require
 
 CHUNK = 1 << 20   # bytes per import request
+PROVIDER = {"flavor": "victoriametrics"}   # the provider settings a VictoriaMetrics needs besides its address
 
 
 def _poll(ok, what: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -71,16 +74,18 @@ def _searchable(url: str, history: History) -> bool:
 
 
 @contextlib.contextmanager
-def start(history: History | None = None):
-    """A real VictoriaMetrics with ``history`` imported; yields its URL."""
+def start(history: History | None = None, *, latency_offset: str | None = "0s"):
+    """A real VictoriaMetrics with ``history`` imported; yields its URL. ``latency_offset``:
+    its ``-search.latencyOffset`` (None: the server's default, 30s)."""
     binary = require("victoria-metrics", "victoria-metrics")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-vm-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "vm.log", "wb")
+    offset = [f"-search.latencyOffset={latency_offset}"] if latency_offset is not None else []
     proc = subprocess.Popen(
         [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={tmp / 'data'}",
-         "-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=ERROR"],
+         "-retentionPeriod=100y", *offset, "-search.disableCache", "-loggerLevel=ERROR"],
         stdout=subprocess.DEVNULL, stderr=log)
     try:
         _poll(lambda: _get(f"{url}/health") is not None, "did not become ready", proc)

@@ -14,13 +14,17 @@ providers, those replace the repo's (``core.policy.providers``).
 The interface (``Provider``) is two methods: ``measure`` asks for one
 number (None: no data; MetricsError: could not answer) and ``describe``
 says what was asked, secrets redacted, for the record. ``run_checks`` runs
-a check's queries through them; whatever fails becomes an ``error`` result,
-never an exception. Adding a kind: one module with a class and
-``from_settings``, one line in ``KINDS`` (docs/providers.md).
+a check's queries through them; whatever fails becomes an ``error`` result
+for that metric only, never an exception: a MetricsError with its message,
+anything else (a provider's bug, a library's exception on an odd answer)
+with its kind only, since its text may quote what was sent. Adding a kind:
+one module with a class and ``from_settings``, one line in ``KINDS``
+(docs/providers.md).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
@@ -29,6 +33,8 @@ from reconciler.core.analysis import DEFAULT_PROVIDER, MetricCheck, TemplateErro
 from reconciler.core.model import MetricResult
 from reconciler.core.trusted import parse_time
 from reconciler.errors import MetricsError
+
+log = logging.getLogger(__name__)
 
 
 class Provider(Protocol):
@@ -98,8 +104,8 @@ def run_checks(providers: Mapping[str, Provider] | Provider | None, checks: Iter
 
 
 def _run(provider: Provider | None, check: MetricCheck, at: datetime) -> MetricResult:
-    if check.skip:
-        return evaluate(check, None)   # nothing to ask: nodata, with the reason
+    if check.error or check.skip:
+        return evaluate(check, None)   # nothing to ask: an error or nodata, with the reason
     if provider is None:
         why = ("no metrics provider configured" if check.provider == DEFAULT_PROVIDER
                else f"no metrics provider named {check.provider!r}")
@@ -117,4 +123,10 @@ def _run(provider: Provider | None, check: MetricCheck, at: datetime) -> MetricR
                 stable_requests = provider.measure(check.stable_requests_query, check.stable_variables, stable_at)
     except (MetricsError, TemplateError) as exc:
         return evaluate(check, None, error=str(exc), query=asked)
+    except Exception as exc:   # noqa: BLE001 - a provider's bug errs this metric, never the release's analysis
+        # its text may quote what was sent (a credential): name the kind of failure only
+        log.warning("metric=%s provider=%s failed: %s", check.name, check.provider, type(exc).__name__)
+        return evaluate(check, None, error=f"provider {check.provider} failed: {type(exc).__name__} "
+                                           "(an unexpected answer or setting; see the controller log)",
+                        query=asked)
     return evaluate(check, value, stable, requests=requests, stable_requests=stable_requests, query=asked)

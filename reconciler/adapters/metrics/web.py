@@ -17,18 +17,20 @@ A web endpoint answers about now: the check's time is not sent (use the
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.parse
 from datetime import datetime
 from typing import Any, Mapping
 
-from reconciler.adapters.metrics.httpclient import HttpClient, client_from_settings
+from reconciler.adapters.metrics.httpclient import HttpClient, client_from_settings, shown_url
 from reconciler.core.analysis import compile_json_path, render_query
 from reconciler.errors import MetricsError
 
 KIND = "web"
 MAX_ANSWER = 1 << 20
-_SECRET_PARAM = re.compile(r"(?i)(key|token|secret|passw|signature|auth|credential)")
+# a string holding a number, as JSON or Prometheus writes one (not Python's "1_000")
+_NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
 
 
 def _url_escape(value: str) -> str:
@@ -44,25 +46,20 @@ def _number(value: Any, where: str) -> float | None:
         return None
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int):
         try:
+            return float(value)
+        except OverflowError:   # an integer beyond any float: as 1e400 reads, infinite (no data)
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        if _NUMERIC.fullmatch(value.strip()):
             return float(value.strip())
-        except ValueError:
-            # quoted whole or not at all: a cut string could hold part of a secret that redaction misses
-            shown = repr(value) if len(value) <= 24 else f"of {len(value)} characters"
-            raise MetricsError(f"{where} selected the string {shown}, expected a number") from None
+        # quoted whole or not at all: a cut string could hold part of a secret that redaction misses
+        shown = repr(value) if len(value) <= 24 else f"of {len(value)} characters"
+        raise MetricsError(f"{where} selected the string {shown}, expected a number")
     raise MetricsError(f"{where} selected a JSON {type(value).__name__}, expected one number")
-
-
-def _shown_url(url: str) -> str:
-    """``url`` as recorded: values of key/token-like query parameters hidden."""
-    parts = urllib.parse.urlsplit(url)
-    query = [(k, "***" if _SECRET_PARAM.search(k) else v)
-             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
-    shown = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="*{}$")))
-    return urllib.parse.unquote(shown)
 
 
 class Web:
@@ -78,7 +75,7 @@ class Web:
         self.http = http or HttpClient(KIND, max_bytes=MAX_ANSWER)
 
     def __repr__(self) -> str:
-        return f"Web({self.method} {self.http.redact(_shown_url(self.url))!r}, {self.http.describe()})"
+        return f"Web({self.method} {self.http.redact(shown_url(self.url))!r}, {self.http.describe()})"
 
     def measure(self, query: str | None, variables: Mapping[str, str], at: datetime) -> float | None:
         """The provider interface (see reconciler.adapters.metrics). ``query`` is unused."""
@@ -93,12 +90,15 @@ class Web:
         body = render_query(self.body, variables, escape=_json_escape).encode() if self.body is not None else None
         data = self.http.fetch(url, method=self.method, body=body,
                                content_type="application/json" if body is not None else None)
-        where = f"web {urllib.parse.urlsplit(url).netloc.rpartition('@')[2]} jsonPath {self.json_path_text}"
+        where = f"web {_host(url)} jsonPath {self.json_path_text}"
         try:
             doc = json.loads(data)
         except (ValueError, RecursionError):
             raise MetricsError(f"{where}: the answer is not JSON") from None
-        found = [m.value for m in self._path.find(doc)]
+        try:
+            found = [m.value for m in self._path.find(doc)]
+        except Exception as exc:   # jsonpath-ng's filters and sorts raise what Python raises (TypeError...)
+            raise MetricsError(f"{where} cannot be applied to this answer ({type(exc).__name__})") from None
         if len(found) != 1:
             raise MetricsError(f"{where} selected {len(found)} values, expected exactly one number")
         return _number(found[0], where)
@@ -106,7 +106,14 @@ class Web:
     def describe(self, query: str | None, variables: Mapping[str, str]) -> str:
         url = render_query(self.url, variables, escape=_url_escape)
         body = f" {render_query(self.body, variables, escape=_json_escape)}" if self.body is not None else ""
-        return self.http.redact(f"{self.method} {_shown_url(url)}{body} -> {self.json_path_text}")
+        return self.http.redact(f"{self.method} {shown_url(url)}{body} -> {self.json_path_text}")
+
+
+def _host(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+    except ValueError:
+        return "(invalid URL)"
 
 
 def from_settings(cfg: Mapping[str, Any]) -> Web:

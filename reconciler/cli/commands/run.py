@@ -56,30 +56,32 @@ def build_target(target: str, kubeconfig: str | None, context: str | None, *, in
 def build_git_target(kubeconfig: str | None, context: str | None, *, repo: GitRepo | None, appliers: Appliers,
                      notes: list[str] | None = None) -> GitTarget:
     """The git target with read-only cluster access where there is some: ``--kubeconfig``/
-    ``--context``, or in-cluster. Unreachable at start-up: readiness is not protected
-    for this run (said at start-up); the applier is still read each pass, and a step
-    waits for it (held after the deadline) until the cluster answers."""
+    ``--context``, or in-cluster. Asked for, it is used for the life of the process:
+    a cluster that does not answer fails the pass (nothing is decided blind) until
+    it does, never turns readiness off; a kubeconfig that cannot be loaded refuses
+    to start. Not asked for: readiness is not protected (said at start-up and in
+    every rollout commit, ``readinessChecked: false``)."""
     from reconciler.adapters.cluster import Cluster
     from reconciler.errors import ClusterError, ClusterForbidden
     notes = notes if notes is not None else []
-    cluster, why = None, "no --kubeconfig or --context, and not running in a cluster"
+    cluster = None
     if kubeconfig or context or os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             cluster = Cluster.connect(kubeconfig=kubeconfig, context=context)
         except ClusterError as exc:
-            why = str(exc)
+            raise click.UsageError(f"--target git: cannot use the cluster asked for: {exc}") from None
     if cluster is None and appliers.default is not None:
         raise click.UsageError(f"--applier {appliers.default.kind} needs read access to the cluster that runs it "
-                               f"(--kubeconfig, --context or in-cluster): {why}")
-    reachable = cluster is not None
+                               f"(--kubeconfig, --context or in-cluster)")
     if cluster is not None:
-        try:   # one quick look, no retries: start anyway when it does not answer
+        try:   # one quick look, no retries: say so at once when it does not answer
             Cluster(cluster.api, attempts=1)._call("get", "version", "-", "GET", "/version")
         except (ClusterError, ClusterForbidden) as exc:
-            reachable, why = False, f"cluster unreachable at start-up ({exc})"
-    target = GitTarget(cluster, repo=repo, appliers=appliers, readiness_from_cluster=reachable)
-    if not reachable:
-        notes.append(f"target git without cluster access: {why}")
+            notes.append(f"target git: the cluster does not answer yet ({exc}); passes fail until it does")
+    else:
+        notes.append("target git without cluster access: no --kubeconfig or --context, and not running in a "
+                     "cluster")
+    target = GitTarget(cluster, repo=repo, appliers=appliers)
     notes.append(f"target git: {target.describe()}")
     return target
 

@@ -69,7 +69,7 @@ def rows(source) -> list[dict]:
             "target": revision.display(target), "message": st.get("message"),
             "lastChange": {"author": last[0], "at": last[1]} if last else None,
             "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": [],
-            "readinessChecked": st.get("readinessChecked", True) is not False})
+            "readinessChecked": st.get("readinessChecked", True) is not False, "heldBy": st.get("heldBy")})
     for path, problems in loaded.invalid.items():
         key = key_from_path(path)
         ns, _, name = key.partition("/")
@@ -119,7 +119,8 @@ def table(items: list[dict], wide: bool = False) -> str:
     lines = [head]
     for r in items:
         last = r["lastChange"]
-        row = [r["namespace"], r["name"], r["strategy"] or "-", r["phase"] + ("" if r.get("readinessChecked", True) else "*"),
+        phase = r["phase"] + (f" (held: {r['heldBy']})" if r.get("heldBy") else "")
+        row = [r["namespace"], r["name"], r["strategy"] or "-", phase + ("" if r.get("readinessChecked", True) else "*"),
                "-" if r["weight"] is None else f"{r['weight']}%",
                f"{r['step']}/{r['steps']}" if r["steps"] and r["phase"] in LIVE else "-", r["stable"] or "-", r["new"] or "-",
                f"{last['author']} {_age(last['at'], now)} ago" if last else "-", _age(r["since"], now)]
