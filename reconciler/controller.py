@@ -44,6 +44,7 @@ from reconciler.core.model import LIVE_PHASES, Applied, Event, Problem, Readines
 from reconciler.core.policy import providers as configured_providers
 from reconciler.core.render import render
 from reconciler.core.serialize import dump_yaml
+from reconciler.core.trusted import parse_time
 from reconciler.core.writeback import StatusEditError, set_status
 from reconciler.adapters.trust import verify as verify_commits
 from reconciler.errors import SluiceError, TrustError
@@ -138,15 +139,23 @@ class Controller:
     def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime) -> Observations:
         readiness = dict(self.target.readiness(rel))
         applied = self._applied(rel, settings)
-        # while a step's routing is not live, the canary is still judged at the weight that is (a guard:
-        # only a failure counts), so a rollback never waits for an applier
-        guard = applied is not None and applied.pending and analysis_due(rel, now)
-        if not guard and not analysis_due(rel, now, applied):
+        st, step = rel.status, int(rel.status.get("step", 0))
+        # while a step's routing is not live, the canary is still judged at the weight that is, at that
+        # weight's cadence (a guard: only a metric out of bounds counts), so a rollback never waits for an
+        # applier; not at step 1 (the weight still live is 0%) nor for a hotfix (skipAnalysis)
+        guard = (applied is not None and applied.pending and step >= 2 and st.get("phase") == "Progressing"
+                 and not rel.spec.get("skipAnalysis"))
+        if guard:
+            marks = (self._checked.get(rel.key), parse_time(st.get("stepStartedAt")),
+                     parse_time((st.get("lastAnalysis") or {}).get("at")))
+            if now < max(filter(None, marks), default=now) + timedelta(seconds=interval(rel, step - 1)):
+                return Observations(readiness, applied=applied)
+            self._checked[rel.key] = now
+        elif not analysis_due(rel, now, applied):
             return Observations(readiness, applied=applied)
-        waiting = rel.status.get("phase") == "WaitingApproval"
-        if waiting or guard:   # checked once per interval while it waits; a passing check commits nothing
+        elif st.get("phase") == "WaitingApproval":   # checked once per interval while it waits; a pass commits nothing
             last = self._checked.get(rel.key)
-            if last is not None and now < last + timedelta(seconds=interval(rel, int(rel.status.get("step", 0)))):
+            if last is not None and now < last + timedelta(seconds=interval(rel, step)):
                 return Observations(readiness, applied=applied)
             self._checked[rel.key] = now
         # revision names: the pods' `version` label and the Deployment <name>-<revision>

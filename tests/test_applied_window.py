@@ -156,6 +156,23 @@ def test_the_deadline_counts_from_when_the_wait_began_not_from_the_step():
     assert d.status.get("heldBy") == "applier"
 
 
+def test_the_cluster_targets_unapplied_first_routing_never_stops_progress_deadline():
+    """The kubernetes target applies itself (no applier deadline): a first VirtualService it
+    cannot apply leaves readiness and progressDeadline to judge, never a silent wait."""
+    rel = progressing(weight=0, step=0)
+    refused = Applied(None, waiting="VirtualService bookinfo/reviews does not carry this step's routing yet")
+    missing = {"v1": Readiness("v1", "ready"), "v2": Readiness("v2", "progressing", "0/2 ready")}
+    d = decide(rel, Observations(missing, applied=refused), T0 + timedelta(minutes=11))
+    assert d.status["phase"] == "Failed"
+
+
+def test_a_held_rollout_is_looked_at_every_15s_not_every_2s():
+    from reconciler.core.decide import wake_in
+    from reconciler.core.decide import Decision
+    rel = progressing(heldBy="applier")
+    assert wake_in(rel, Decision(dict(rel.status)), T0 + timedelta(hours=6)) == APPLIED_RECHECK_LATER
+
+
 def test_a_rollback_never_waits_for_the_routing():
     waiting = Applied(None, waiting="argocd Application argocd/shop: OutOfSync", deadline=60)
     aborted = progressing()

@@ -339,8 +339,9 @@ def sluice_run(tmp_path, *args, env=None):
     bare = tmp_path / "config.git"
     if not bare.exists():
         make_bare(tmp_path, seed={"releases/bookinfo/reviews.yaml": dump(promoted())})
-    full = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
+    full = {**os.environ, "PYTHONPATH": REPO}
     full.pop("KUBERNETES_SERVICE_HOST", None)
+    full.update(env or {})
     return subprocess.run([sys.executable, "-m", "reconciler.cli.main", "run", "--once", "--repo", str(bare),
                            "--target", "git", "--workdir", str(tmp_path / "w"), *args], env=full,
                           capture_output=True, text=True, timeout=60)
@@ -393,3 +394,19 @@ def test_a_forbidden_readiness_list_holds_that_namespace_and_says_which_rbac(tmp
     with pytest.raises(ClusterForbidden, match="deploy/gitops/readiness.yaml"):
         s.target.readiness(rels["bookinfo/reviews"])
     assert s.target.readiness(rels["shop/ratings"])   # the other namespace is read and decided as usual
+
+
+def test_in_a_pod_without_a_service_account_the_git_target_starts_without_cluster_access(tmp_path):
+    """KUBERNETES_SERVICE_HOST is set in every pod: no cluster was asked for unless its config loads."""
+    out = sluice_run(tmp_path, env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "without cluster access: in a pod without a usable service account" in out.stderr
+
+
+def test_argo_cd_health_does_not_hide_a_first_deployment_from_readiness():
+    """Argo CD folds the new Deployment's readiness into its health: at a rollout's first
+    commit Synced is applied (readiness and progressDeadline judge the rest)."""
+    from reconciler.adapters.applier import argocd_state
+    state = argocd_state({"status": {"sync": {"status": "Synced", "revision": "a" * 40},
+                                     "health": {"status": "Progressing"}}})
+    assert state.synced and not state.done

@@ -161,11 +161,15 @@ def _overrides(settings: Mapping[str, Any]) -> dict[str, ApplierRef | None]:
 @dataclass(frozen=True)
 class ApplierState:
     """What an applier object reports: the commits it is at, whether what it applied
-    there is live and healthy (``done``), and a few words for people."""
+    there is live and healthy (``done``), whether it is applied at all, healthy or
+    not (``synced``: a rollout's first commit adds a Deployment that is not ready
+    yet, and Argo CD's health folds that in; readiness judges it then, with
+    progressDeadline), and a few words for people."""
 
     revisions: tuple[str, ...]
     done: bool
     words: str
+    synced: bool = False
 
     @property
     def revision(self) -> str | None:
@@ -188,8 +192,9 @@ def argocd_state(obj: Mapping[str, Any]) -> ApplierState:
     raw = [sync.get("revision")] if sync.get("revision") else list(sync.get("revisions") or [])
     revisions = tuple(s for s in map(_sha, raw) if s)
     sync_status, health_status = str(sync.get("status") or "Unknown"), str(health.get("status") or "Unknown")
-    done = sync_status == "Synced" and health_status == "Healthy" and bool(revisions)
-    return ApplierState(revisions, done, f"{sync_status}, {health_status}")
+    synced = sync_status == "Synced" and bool(revisions)
+    done = synced and health_status == "Healthy"
+    return ApplierState(revisions, done, f"{sync_status}, {health_status}", synced=synced)
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -221,7 +226,7 @@ def flux_state(obj: Mapping[str, Any]) -> ApplierState:
         words = "suspended, " + words
     done = bool(sha) and ready is not None and ready.get("status") == "True" and observed >= generation \
         and not (healthy is not None and healthy.get("status") == "False") and not spec.get("suspend")
-    return ApplierState((sha,) if sha else (), done, words)
+    return ApplierState((sha,) if sha else (), done, words, synced=done)
 
 
 STATES = {ARGOCD: argocd_state, FLUX: flux_state}

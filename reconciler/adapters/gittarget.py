@@ -163,7 +163,8 @@ class GitTarget:
         if state is None:
             return Applied(None, waiting=f"{ref}: {why}, waiting for {short(want)}", deadline=wait, since=since)
         reached = [r for r in state.revisions if self._descends(want, r)]
-        if state.done and reached:
+        first = int(rel.status.get("step", 0)) == 0   # the new version's Deployment: readiness judges its health
+        if (state.synced if first else state.done) and reached:
             at = self.clock()
             self._remember(rel.key, want, at)
             self._waiting.pop((rel.key, want), None)

@@ -544,7 +544,7 @@ def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
     if st.get("phase") == "Progressing" and (step == 0 or st.get("notReadySince")):
         hints.append(NOT_READY_RECHECK)
     if st.get("heldBy") == "applier":
-        hints.append(APPLIED_RECHECK)
+        hints.append(APPLIED_RECHECK_LATER)
     until = parse_time((st.get("retiring") or {}).get("until"))
     if until is not None:
         wait = (until - now).total_seconds()
@@ -610,9 +610,16 @@ def _progressing(c: _Ctx) -> Decision:
                          evidence=False)
     applied = c.obs.applied
     pending = applied is not None and applied.pending and c.st.get("phase") == "Progressing"
-    if pending and step == 0:
-        # the rollout's first commit (the new version's Deployment) is not applied yet: not the version's fault
+    if pending and step == 0 and applied.deadline is not None:
+        # the rollout's first commit (the new version's Deployment) is not applied by the applier yet: not
+        # the version's fault (the kubernetes target applies itself: readiness and progressDeadline judge)
         return _wait_applied(c, canary, applied)
+    if applied is not None and applied.at is not None and c.st.get("appliedAt") is None:
+        c.st["appliedAt"] = iso(applied.at + timedelta(microseconds=999_999))   # whole seconds, never early
+    if not pending and c.st.pop("heldBy", None) and c.obs.analysis is None:
+        status = {**c.st, "message": f"{canary} at {c.st.get('weight', 0)}% is live: the rollout goes on"}
+        return Decision(status, c.event("resume", f"{canary} at {c.st.get('weight', 0)}% applied: the rollout "
+                                                  "goes on", status), next_check_in=interval(c.rel, step))
     if not ready.ready:
         return _not_ready(c, canary, step, ready)
     if c.st.pop("notReadySince", None) and c.obs.analysis is None:
@@ -632,12 +639,6 @@ def _progressing(c: _Ctx) -> Decision:
             return _count_failure(c, step, f"{words} (at the weight still live: this step's routing is not "
                                            "applied yet)")
         return _wait_applied(c, canary, applied)
-    if applied is not None and applied.at is not None and c.st.get("appliedAt") is None:
-        c.st["appliedAt"] = iso(applied.at + timedelta(microseconds=999_999))   # whole seconds, never early
-    if c.st.pop("heldBy", None) and c.obs.analysis is None:
-        status = {**c.st, "message": f"{canary} at {c.st.get('weight', 0)}% is live: checks resume"}
-        return Decision(status, c.event("resume", f"{canary} at {c.st.get('weight', 0)}% applied: checks resume",
-                                        status), next_check_in=interval(c.rel, step))
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
         if approved(c.rel, c.st["canary"]["version"], waiting):

@@ -64,12 +64,17 @@ def build_git_target(kubeconfig: str | None, context: str | None, *, repo: GitRe
     from reconciler.adapters.cluster import Cluster
     from reconciler.errors import ClusterError, ClusterForbidden
     notes = notes if notes is not None else []
-    cluster = None
-    if kubeconfig or context or os.environ.get("KUBERNETES_SERVICE_HOST"):
+    cluster, why = None, "no --kubeconfig or --context, and not running in a cluster"
+    if kubeconfig or context:
         try:
             cluster = Cluster.connect(kubeconfig=kubeconfig, context=context)
         except ClusterError as exc:
             raise click.UsageError(f"--target git: cannot use the cluster asked for: {exc}") from None
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):   # set in every pod: a cluster only if its config loads
+        try:
+            cluster = Cluster.connect()
+        except ClusterError as exc:
+            why = f"in a pod without a usable service account ({exc})"
     if cluster is None and appliers.default is not None:
         raise click.UsageError(f"--applier {appliers.default.kind} needs read access to the cluster that runs it "
                                f"(--kubeconfig, --context or in-cluster)")
@@ -79,8 +84,7 @@ def build_git_target(kubeconfig: str | None, context: str | None, *, repo: GitRe
         except (ClusterError, ClusterForbidden) as exc:
             notes.append(f"target git: the cluster does not answer yet ({exc}); passes fail until it does")
     else:
-        notes.append("target git without cluster access: no --kubeconfig or --context, and not running in a "
-                     "cluster")
+        notes.append(f"target git without cluster access: {why}")
     target = GitTarget(cluster, repo=repo, appliers=appliers)
     notes.append(f"target git: {target.describe()}")
     return target
