@@ -375,6 +375,8 @@ POLICY_NO_PROVIDERS = {"apiVersion": "sluice.dev/v1alpha1", "kind": "Policy",
     (b"prometheus: {address: 'https://evil.example', tokenFile: /var/run/secrets/token}", "tokenFile: credentials are"),
     (b"prometheus: {address: 'https://evil.example', basicAuth: {username: u, passwordFile: /p}}",
      "basicAuth: credentials are"),
+    (b"mimir: {address: 'http://mimir.monitoring:8080/prometheus', headers: {X-Scope-OrgID: payments-prod}}",
+     "headers are the policy file's"),
 ])
 def test_under_a_policy_the_repo_may_not_define_web_providers_nor_read_controller_files(policy, block, key):
     problems = load(b"providers:\n  " + block + b"\n", [], policy)

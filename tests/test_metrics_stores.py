@@ -300,3 +300,12 @@ def test_a_victoriametrics_hiding_its_newest_samples_never_judges_the_previous_s
             hidden, verdict = check(gateway.url, **victoria.PROVIDER)
         assert hidden.outcome == "error" and "-search.latencyOffset" in hidden.message and verdict == "hold"
         assert "s before the time asked" in hidden.message
+
+
+def test_a_comment_never_stops_the_victoriametrics_rewrite():
+    """An apostrophe in a # comment is no string: every rate after it is rewritten too."""
+    from reconciler.adapters.metrics.prometheus import prometheus_semantics
+    asked = prometheus_semantics('100 * (1 - sum(rate(x{code=~"5.."}[1m])) # the canary\'s errors\n'
+                                 ' / sum(rate(x[1m])))  # and a rate( in a comment')
+    assert "rate(" not in asked.replace("increase_prometheus(", "") and asked.count("increase_prometheus(") == 2
+    assert '"5.."' in asked and "#" not in asked

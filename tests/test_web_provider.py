@@ -8,6 +8,7 @@ import json
 import ssl
 import subprocess
 import threading
+import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -444,3 +445,35 @@ def test_a_prometheus_address_shows_no_credential_like_parameter():
     from reconciler.adapters.metrics.prometheus import Prometheus
     prom = Prometheus("http://prom:9090/?api_key=S3CRET-VALUE")
     assert "S3CRET" not in repr(prom)
+
+
+def test_every_address_of_a_name_shares_the_one_deadline(monkeypatch):
+    """A name with several addresses that never answer: create_connection would give each
+    the whole timeout; the request still ends within its own."""
+    import socket
+    real = socket.getaddrinfo
+
+    def answer(host, port, *args, **kw):   # a resolver answer of 8 blackholed addresses (TEST-NET-1)
+        if host == "prom.multi.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{i}", port)) for i in range(1, 9)]
+        return real(host, port, *args, **kw)
+    monkeypatch.setattr(socket, "getaddrinfo", answer)
+    prom = metrics.build({"prometheus": {"address": "http://prom.multi.example:9090", "timeout": "1s"}})["prometheus"]
+    t0 = time.monotonic()
+    with pytest.raises(MetricsError):
+        prom.measure("up", {}, NOW)
+    assert time.monotonic() - t0 < 1.8
+
+
+def test_every_header_value_is_hidden_and_a_short_one_garbles_nothing(server):
+    """A 7-character API key in a header of any name is hidden; a short value hides only
+    where it stands alone, never inside numbers or durations of the recorded query."""
+    server.answer("/api/v1/query", {"status": "error", "error": "denied: X-Honeycomb-Team=hc7Ab2x shard=1"},
+                  status=400)
+    prom = metrics.build({"prometheus": {"address": server.url, "headers": {
+        "X-Honeycomb-Team": "hc7Ab2x", "X-Session-Shard": "1"}}})["prometheus"]
+    with pytest.raises(MetricsError) as err:
+        prom.measure('sum(rate(x{code="500"}[10m])) / 100', {}, NOW)
+    assert "hc7Ab2x" not in str(err.value) and "shard=***" in str(err.value)
+    asked = prom.describe('sum(rate(x{code="500"}[10m])) / 100', {})
+    assert "500" in asked and "10m" in asked and "100" in asked and "***" not in asked

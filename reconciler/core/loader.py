@@ -266,6 +266,10 @@ def _credentials(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) -> li
                  "providers (a repo edit must not choose which of its files is read or which secret is sent where)",
                  True)
                 for key in CONTROLLER_FILES if key in cfg]
+        if "headers" in cfg:
+            out.append((("providers", name, "headers"), f"providers.{name}.headers: under a controller policy "
+                        "headers are the policy file's to set (a repo edit must not choose a tenant, e.g. "
+                        "X-Scope-OrgID, whose numbers end up in git)", True))
     if "appliers" in doc:   # which applier a step waits for is the controller's, like its providers
         out.append((("appliers",), "appliers: under a controller policy the appliers are the controller's "
                     "(--applier, --applier-object): a repo edit must not switch off a folder's wait for its "

@@ -18,11 +18,10 @@ bounded by it.
 What is secret, and so never appears in a repr, an error or a recorded query:
 the token, the password and the basic credentials (also in their escaped
 forms: a library quoting ``b'Bearer abc\\n'`` must not give it away), the
-value of a header whose name looks like a credential (``SECRET_WORDS``:
-``X-Api-Key``, ``X-Auth-Token``...), and of any other header except the
-known non-secret ones (``NON_SECRET_HEADERS``: ``X-Scope-OrgID`` is a tenant
-name) when it is at least ``MIN_SECRET_CHARS`` long (a short value such as a
-tenant ``1`` would otherwise be starred out of every query and number). A
+value of every header except the known non-secret ones
+(``NON_SECRET_HEADERS``: ``X-Scope-OrgID`` is a tenant name); a value
+shorter than ``MIN_SECRET_CHARS`` is hidden only where it stands alone (a
+shard ``1`` would otherwise be starred out of every query and number). A
 URL's user info and the values of its credential-like query parameters are
 hidden too (``shown_url``). A secret or header value holding a control
 character (a line break inside a token file) is refused before anything is
@@ -39,6 +38,7 @@ import http.client
 import io
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.error
@@ -85,10 +85,9 @@ def shown_url(url: str) -> str:
 
 
 def header_is_secret(name: str, value: str) -> bool:
-    """Whether a configured header's value is redacted (see the module docstring)."""
-    if SECRET_NAME.search(name):
-        return True
-    return name.lower() not in NON_SECRET_HEADERS and len(value) >= MIN_SECRET_CHARS
+    """Whether a configured header's value is redacted: every header but the known
+    non-secret ones (a 7-character API key is still a key)."""
+    return name.lower() not in NON_SECRET_HEADERS
 
 
 def secret_forms(value: str) -> set[str]:
@@ -173,8 +172,27 @@ class _DeadlineConnection:
 
     def connect(self):
         self.timeout = self._deadline.left()
+        self._create_connection = self._connect_within_deadline
         super().connect()
         self.sock = _DeadlineSocket(self.sock, self._deadline)
+
+    def _connect_within_deadline(self, address, timeout=None, source_address=None):
+        """socket.create_connection, but every address of a name shares the one deadline
+        (create_connection gives each address the whole timeout)."""
+        host, port = address
+        last: OSError | None = None
+        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self._deadline.left())
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(where)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last or OSError(f"no address for {host}")
 
 
 class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
@@ -227,7 +245,10 @@ class HttpClient:
 
     def redact(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
+            if len(secret) >= MIN_SECRET_CHARS:
+                text = text.replace(secret, "***")
+            else:   # a short value only where it stands alone: a shard "1" never stars out "500" or "1m"
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
         return strip_userinfo(text)
 
     def _read_secret(self, path: str, what: str) -> str:

@@ -211,8 +211,28 @@ def _range_seconds(args: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", found))
 
 
+def _without_comments(text: str) -> str:
+    """``text`` without its ``#`` comments (to the end of a line, outside strings): an
+    apostrophe in ``# the canary's errors`` is no string to skip."""
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c in "\"'`":
+            j = _skip_string(text, i)
+            out.append(text[i:j])
+            i = j
+        elif c == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def prometheus_semantics(promql: str) -> str:
     """``promql`` in MetricsQL with Prometheus' window semantics (see the module docstring)."""
+    promql = _without_comments(promql)
     out, i = [], 0
     while i < len(promql):
         c = promql[i]
