@@ -143,12 +143,16 @@ class Controller:
         # while a step's routing is not live, the canary is still judged at the weight that is, at that
         # weight's cadence (a guard: only a metric out of bounds counts), so a rollback never waits for an
         # applier; not at step 1 (the weight still live is 0%) nor for a hotfix (skipAnalysis)
-        guard = (applied is not None and applied.pending and step >= 2 and st.get("phase") == "Progressing"
-                 and not rel.spec.get("skipAnalysis"))
+        # The same after a restart, while the step's window restarts (when its routing went live is unknown)
+        judged = st.get("phase") == "Progressing" and not rel.spec.get("skipAnalysis") and applied is not None
+        waiting_for_applier = judged and applied.pending and step >= 2
+        restarted = judged and applied.estimated and not analysis_due(rel, now, applied) and analysis_due(rel, now)
+        guard = waiting_for_applier or restarted
         if guard:
             marks = (self._checked.get(rel.key), parse_time(st.get("stepStartedAt")),
                      parse_time((st.get("lastAnalysis") or {}).get("at")))
-            if now < max(filter(None, marks), default=now) + timedelta(seconds=interval(rel, step - 1)):
+            every = interval(rel, step - 1 if waiting_for_applier else step)
+            if now < max(filter(None, marks), default=now) + timedelta(seconds=every):
                 return Observations(readiness, applied=applied)
             self._checked[rel.key] = now
         elif not analysis_due(rel, now, applied):
@@ -168,9 +172,11 @@ class Controller:
             # never "not checked": every metric is an error result, judged by onProviderError
             log.warning("release=%s analysis template error: %s", rel.key, exc)
             results = analysis.unplanned(rel, str(exc))
-            return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
+            return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied,
+                                guard=guard)
         results = metrics.run_checks(self._provider(settings), checks, now)
-        return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
+        return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied,
+                            guard=guard)
 
     def _applied(self, rel: Release, settings: Mapping[str, Any]) -> Applied | None:
         """Is the routing of ``rel``'s current step live (None: nothing is judged now, so nobody asks)?"""

@@ -115,17 +115,17 @@ def test_while_the_next_step_is_not_live_the_canary_is_still_judged_and_a_failur
     rel = progressing(weight=20, step=2)
     waiting = Applied(None, waiting="argocd Application argocd/shop: at 1a2b3c4 (OutOfSync)", deadline=600)
     bad = (MetricResult("request-success-rate", "failed", 50.0, min=99),)
-    d = decide(rel, Observations(READY, analysis=bad, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    d = decide(rel, Observations(READY, analysis=bad, verdict="fail", applied=waiting, guard=True), T0 + timedelta(seconds=70))
     assert d.status["failedChecks"] == 1 and d.status["step"] == 2 and d.event.action == "check-failed"
     assert "not applied yet" in d.status["message"]
     good = (MetricResult("request-success-rate", "ok", 100.0, min=99),)
-    d = decide(rel, Observations(READY, analysis=good, verdict="pass", applied=waiting), T0 + timedelta(seconds=70))
+    d = decide(rel, Observations(READY, analysis=good, verdict="pass", applied=waiting, guard=True), T0 + timedelta(seconds=70))
     assert d.event is None and d.status["step"] == 2   # a pass at the old weight never advances the new step
     empty = (MetricResult("request-success-rate", "nodata", None, min=99),)
-    d = decide(rel, Observations(READY, analysis=empty, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    d = decide(rel, Observations(READY, analysis=empty, verdict="fail", applied=waiting, guard=True), T0 + timedelta(seconds=70))
     assert d.event is None and not d.status["failedChecks"]   # no traffic at the old weight is not a failure
     last = progressing(weight=20, step=2, failedChecks=2)
-    d = decide(last, Observations(READY, analysis=bad, verdict="fail", applied=waiting), T0 + timedelta(seconds=70))
+    d = decide(last, Observations(READY, analysis=bad, verdict="fail", applied=waiting, guard=True), T0 + timedelta(seconds=70))
     assert d.status["phase"] == "RolledBack" and d.status["weight"] == 0
 
 
@@ -206,6 +206,29 @@ def test_on_the_cluster_target_a_check_waits_for_the_virtualservice_to_carry_the
     assert f"Sluice-Applied-After: {(live_at - committed).total_seconds():.1f}s" in body, body
 
 
+def test_after_a_restart_a_guard_check_still_rolls_a_failing_canary_back_at_once():
+    """Since a restart the step's window starts anew, but a canary already failing is not
+    given an extra interval: a guard check counts a metric out of bounds."""
+    rel = progressing(failedChecks=2)
+    seen = Applied(T0 + timedelta(minutes=5), estimated=True)
+    bad = (MetricResult("request-success-rate", "failed", 50.0, min=99),)
+    d = decide(rel, Observations(READY, analysis=bad, verdict="fail", applied=seen, guard=True),
+               T0 + timedelta(minutes=5))
+    assert d.status["phase"] == "RolledBack"
+    good = (MetricResult("request-success-rate", "ok", 100.0, min=99),)
+    d = decide(rel, Observations(READY, analysis=good, verdict="pass", applied=seen, guard=True),
+               T0 + timedelta(minutes=5))
+    assert d.event is None and d.status["step"] == 1   # never advances on a guard
+    assert 59 <= d.next_check_in <= 60                 # the real check: an interval after it was seen
+
+
+def test_a_check_due_a_moment_after_the_step_interval_is_not_put_off_a_whole_interval():
+    rel = progressing()
+    live = Applied(T0 + timedelta(seconds=0.3))   # applied 0.3 s after the step's commit
+    d = decide(rel, Observations(READY, applied=live), T0 + timedelta(seconds=60))
+    assert d.next_check_in < 1
+
+
 def test_after_a_restart_the_window_starts_when_this_process_first_sees_the_routing(tmp_path, emu):
     env = Env(tmp_path, emu, [promoted()])
     env.tick()
@@ -213,12 +236,12 @@ def test_after_a_restart_the_window_starts_when_this_process_first_sees_the_rout
     assert env.status()["step"] == 1
     env.restart()                                # a new process: no memory of its apply
     seen = env.now + timedelta(seconds=61)
-    report = env.tick()                          # an interval since the commit: but when it went live is
-    assert "bookinfo/reviews" not in report.analysis   # unknown to this process (the API server's clock
-    report = env.tick(seconds=59)                # may be skewed): not before it first saw it live
+    report = env.tick()                          # an interval since the commit, but when it went live is
+    assert not report.commits and env.status()["step"] == 1   # unknown to this process (the API server's clock
+    report = env.tick(seconds=59)                # may be skewed): a guard check only, never an advance
     assert "bookinfo/reviews" not in report.analysis and env.now < seen + timedelta(seconds=60)
-    report = env.tick(seconds=2)
-    assert "bookinfo/reviews" in report.analysis
+    report = env.tick(seconds=2)                 # an interval after it first saw it live: judged
+    assert "bookinfo/reviews" in report.analysis and env.status()["step"] == 2
 
 
 # --- the git target without cluster access says so in what it commits -------------------------

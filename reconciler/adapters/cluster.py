@@ -243,7 +243,8 @@ class KubernetesTarget:
         self.live: dict[ObjRef, dict] = {}
         self._by_release: dict[str | None, list[dict]] | None = None
         self.namespaces: set[str] | None = None   # from the inventory, read once per process
-        self._routed: dict[ObjRef, tuple[str | None, datetime]] = {}   # VirtualService -> (fingerprint, applied at)
+        # VirtualService -> (fingerprint, live since, whether that is only when this process first saw it)
+        self._routed: dict[ObjRef, tuple[str | None, datetime, bool]] = {}
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)   # the controller sets its own
 
     def observe(self, releases: list[Release]) -> None:
@@ -270,23 +271,25 @@ class KubernetesTarget:
         for routing another process applied (a restart, a new leader), the first
         time this process saw it live: later than it went live, never earlier
         (the API server's clock, in ``managedFields``, may be skewed from ours),
-        so a restart costs an in-flight step at most one interval."""
+        so a restart costs an in-flight step at most one interval (``estimated``:
+        guard checks still count failures meanwhile)."""
         routes = [o for o in desired if o.get("kind") == "VirtualService"]
         if not routes:
             return Applied(None, known=False)
-        since = []
+        since, estimated = [], False
         for obj in routes:
             ref = ref_of(obj)
             live = self.live.get(ref)
             if live is None or any(a.op != "delete" for a in diff(self._stamped([obj]), {ref: live})):
                 return Applied(None, waiting=f"VirtualService {ref.namespace}/{ref.name} does not carry this "
                                              "step's routing yet")
-            fp, at = self._routed.get(ref, (None, None))
+            fp, at, guessed = self._routed.get(ref, (None, None, False))
             if fp != _fingerprint_of(live):
-                at = self.clock()
-                self._routed[ref] = (_fingerprint_of(live), at)   # kept: the same answer next pass
+                at, guessed = self.clock(), True
+                self._routed[ref] = (_fingerprint_of(live), at, True)   # kept: the same answer next pass
             since.append(at)
-        return Applied(max(since))
+            estimated = estimated or guessed
+        return Applied(max(since), estimated=estimated)
 
     def after_push(self, commits: list[str], settings: Mapping[str, Any]) -> None:
         return None   # Sluice applies itself, right after the push
@@ -376,7 +379,7 @@ class KubernetesTarget:
             report.drifted.append(f"{action.ref.kind}/{action.ref.name}")
         self.live[action.ref] = applied or action.desired
         if action.ref.kind == "VirtualService":   # when this routing went live, by the controller's clock
-            self._routed[action.ref] = (_fingerprint_of(self.live[action.ref]), self.clock())
+            self._routed[action.ref] = (_fingerprint_of(self.live[action.ref]), self.clock(), False)
 
 
 def _immutable(exc: Exception) -> bool:

@@ -79,6 +79,7 @@ class GitTarget:
         self._ancestry: dict[tuple[str, str], bool | None] = {}      # (commit, applier revision) -> descends
         self._seen: dict[tuple[str, str], datetime] = {}             # (release, commit) -> first seen applied
         self._waiting: dict[tuple[str, str], datetime] = {}          # (release, commit) -> first seen not applied
+        self._guessed: set[tuple[str, str]] = set()                   # seen applied at first look: time unknown
         self._unreadable: dict[str, Exception] = {}                  # namespace -> why its LIST failed, this pass
 
     @property
@@ -105,6 +106,7 @@ class GitTarget:
         keys = {r.key for r in releases}
         self._seen = {k: v for k, v in self._seen.items() if k[0] in keys}
         self._waiting = {k: v for k, v in self._waiting.items() if k[0] in keys}
+        self._guessed = {k for k in self._guessed if k in self._seen}
         self._unreadable = {}
         if not self.read_readiness:
             self.live = {}
@@ -155,7 +157,8 @@ class GitTarget:
             return Applied(None, waiting=why, deadline=wait)
         seen = self._seen.get((rel.key, want))
         if seen is not None:
-            return Applied(seen, deadline=wait)
+            return Applied(seen, deadline=wait, estimated=(rel.key, want) in self._guessed)
+        was_waiting = (rel.key, want) in self._waiting
         for key in [k for k in self._waiting if k[0] == rel.key and k[1] != want]:
             del self._waiting[key]   # an earlier commit of this release: no longer waited for
         since = self._waiting.setdefault((rel.key, want), self.clock())   # the deadline counts from here
@@ -168,7 +171,9 @@ class GitTarget:
             at = self.clock()
             self._remember(rel.key, want, at)
             self._waiting.pop((rel.key, want), None)
-            return Applied(at, deadline=wait)
+            if not was_waiting:   # already applied when first looked at (a restart): since when is unknown
+                self._guessed.add((rel.key, want))
+            return Applied(at, deadline=wait, estimated=not was_waiting)
         at = f"at {short(state.revision)}" if state.revision else "nothing applied yet"
         unknown = [r for r in state.revisions if self._ancestry.get((want, r)) is None]
         note = " (not fetched by Sluice yet)" if state.revisions and len(unknown) == len(state.revisions) else ""
@@ -237,8 +242,10 @@ class GitTarget:
     def _remember(self, release: str, commit: str, at: datetime) -> None:
         for key in [k for k in self._seen if k[0] == release]:
             del self._seen[key]   # an older step's commit: never asked again
+            self._guessed.discard(key)
         if len(self._seen) > SEEN_LIMIT:
             self._seen.clear()
+            self._guessed.clear()
         self._seen[(release, commit)] = at
 
 

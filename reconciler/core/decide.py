@@ -45,6 +45,8 @@ class Observations:
     running: tuple[Mapping[str, Any], ...] | None = None   # what runs (observed.running); None: unknown
     rollback: Mapping[str, Any] | None = None  # a rollback applied whose commit has not landed
     applied: Applied | None = None             # is the status's routing live, since when (None: not asked)
+    guard: bool = False                        # ``analysis`` is a guard check: only a metric out of bounds
+                                               # counts (the step's own window is not complete or not open)
 
 
 @dataclass(frozen=True)
@@ -630,15 +632,21 @@ def _progressing(c: _Ctx) -> Decision:
         return _promote(c)
     if step == 0:
         return _enter_stage(c, 1)
-    if pending:
-        # judged at the weight still live: the new step is not judged yet, but a metric out of bounds still
-        # counts (no data does not: at the weight still live the canary may have no traffic at all)
+    if c.obs.guard:
+        # judged before the step's own window: at the weight still live while the step's routing is not
+        # applied, or since a restart (when the routing went live is unknown). A metric out of bounds
+        # counts; no data does not (at the weight still live the canary may have no traffic); a pass
+        # never advances
         bad = [r for r in c.obs.analysis or () if r.outcome == "failed" and not r.dry_run]
         if bad:
             words = "; ".join(f"{r.name} {r.message or r.outcome}" for r in bad)
-            return _count_failure(c, step, f"{words} (at the weight still live: this step's routing is not "
-                                           "applied yet)")
+            why = ("at the weight still live: this step's routing is not applied yet" if pending else
+                   "a guard check: this step's window restarted with the controller")
+            return _count_failure(c, step, f"{words} ({why})")
+    if pending:
         return _wait_applied(c, canary, applied)
+    if c.obs.guard:
+        return Decision(c.st, next_check_in=_until_due(c, step))
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
         if approved(c.rel, c.st["canary"]["version"], waiting):
@@ -649,8 +657,18 @@ def _progressing(c: _Ctx) -> Decision:
             return _judge(c, step)   # a dark launch still rolls back on failing checks
         return Decision(c.st)
     if c.obs.analysis is None:
-        return Decision(c.st, next_check_in=interval(c.rel, step))
+        return Decision(c.st, next_check_in=_until_due(c, step))
     return _judge(c, step)
+
+
+def _until_due(c: _Ctx, step: int) -> float:
+    """Seconds until the step's next check, its routing's live time included (an
+    interval after the step's commit can be a moment too early: never wait a
+    whole interval more for that moment)."""
+    due = analysis_at(c.rel, c.obs.applied)
+    if due is None:
+        return interval(c.rel, step)
+    return max((due - c.now).total_seconds(), 0.05)
 
 
 def _without_status(c: _Ctx) -> Decision:

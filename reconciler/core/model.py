@@ -292,6 +292,8 @@ class Applied:
     deadline: float | None = None   # seconds a step may wait for it before the rollout is held
     since: datetime | None = None   # when the target began waiting for this routing (the deadline counts
                                     # from the later of this and the step's commit)
+    estimated: bool = False         # ``at`` is when this process first saw it live (after a restart), not
+                                    # when it went live: meanwhile guard checks count failures
 
     @property
     def pending(self) -> bool:
