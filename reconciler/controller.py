@@ -167,7 +167,7 @@ class Controller:
         stable = revision.name_of(rel.status.get("stable")) or canary
         try:   # an unknown variable errs its metric only (plan_checks); this is the net under that
             checks = analysis.plan_checks(rel, settings, canary_version=canary, stable_version=stable,
-                                          now=now, applied_at=window_start(rel, applied))
+                                          now=now, applied_at=window_start(rel, None if guard else applied))
         except analysis.TemplateError as exc:
             # never "not checked": every metric is an error result, judged by onProviderError
             log.warning("release=%s analysis template error: %s", rel.key, exc)

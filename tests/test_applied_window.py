@@ -271,3 +271,28 @@ def test_without_cluster_access_the_status_and_sluice_status_say_readiness_is_un
 def yaml_status(env):
     import yaml
     return yaml.safe_load(env.show("releases/bookinfo/reviews.yaml"))["status"]
+
+
+def test_after_a_restart_a_failing_canary_is_rolled_back_on_the_first_pass(tmp_path, emu):
+    """The guard check after a restart is judged over the step's window as git records it,
+    not over the instant since this process first saw the routing (which is no window)."""
+    from tests.test_web_provider import Server
+    server = Server()
+    try:
+        server.answer("/rate", {"value": 100})
+        doc = promoted()
+        doc["spec"]["analysis"] = {"metrics": [{"name": "success", "provider": "health", "min": 99}]}
+        doc["spec"]["strategy"]["canary"]["maxFailedChecks"] = 1
+        settings = (f"apiVersion: sluice.dev/v1alpha1\nkind: Settings\nproviders:\n  health:\n    type: web\n"
+                    f"    url: {server.url}/rate\n    jsonPath: $.value\n").encode()
+        env = Env(tmp_path, emu, [doc], extra={"sluice.yaml": settings})
+        env.tick()
+        env.tick()                               # step 1 committed and applied
+        assert env.status()["step"] == 1
+        server.answer("/rate", {"value": 50})   # the canary goes bad; the controller restarts
+        env.restart()
+        env.tick()
+        st = env.status()
+        assert st["phase"] == "RolledBack" and "guard check" in st["rolledBack"]["reason"], st
+    finally:
+        server.close()
