@@ -276,7 +276,7 @@ def yaml_status(env):
 def test_after_a_restart_a_failing_canary_is_rolled_back_on_the_first_pass(tmp_path, emu):
     """The guard check after a restart is judged over the step's window as git records it,
     not over the instant since this process first saw the routing (which is no window)."""
-    from tests.test_web_provider import Server
+    from tests.support.webserver import Server
     server = Server()
     try:
         server.answer("/rate", {"value": 100})

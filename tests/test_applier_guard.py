@@ -19,7 +19,7 @@ from reconciler.controller import Controller
 from tests.support.drive import T0
 from tests.support.gitserver import make_bare, run
 from tests.support.specs import dump, release_doc
-from tests.test_web_provider import Server
+from tests.support.webserver import Server
 
 pytestmark = pytest.mark.timeout(120)
 ARGO = ApplierRef("argocd", "argocd", "shop")

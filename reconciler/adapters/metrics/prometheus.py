@@ -39,7 +39,6 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from reconciler.adapters.metrics.httpclient import HttpClient, client_from_settings, shown_url
-from reconciler.core.durations import parse_duration
 from reconciler.errors import MetricsError
 
 KIND = "prometheus"
