@@ -165,7 +165,7 @@ def test_kubectl_scale_is_drift_put_back_and_a_version_at_zero_is_not_ready(tmp_
     assert env.weights() == {"v1": 90, "v2": 10}
     emu.update_as("kubectl", "deployments", "bookinfo", "reviews-v2", lambda d: d["spec"].update(replicas=0))
     report = env.tick(seconds=1, ready=False)
-    assert emu.get("deployments", "bookinfo", "reviews-v2")["spec"]["replicas"] == 2   # put back
+    assert emu.get("deployments", "bookinfo", "reviews-v2")["spec"]["replicas"] == 1   # put back: what sizing asks, ceil(2 x 20% next weight)
     # and while it had no pods, the new version was not ready: held at its weight, never advanced
     assert report.outcomes["bookinfo/reviews"].event.action == "hold" and env.weights() == {"v1": 90, "v2": 10}
     emu.all_ready()

@@ -52,7 +52,7 @@ def test_noop_pass_makes_zero_writes_and_one_list_per_kind_per_namespace(tmp_pat
     counts = emu.counts
     assert emu.writes() == 0 and not report.pushed
     lists = {k: v for k, v in counts.items() if k[0] == "list"}
-    assert set(lists.values()) == {1} and len(lists) == 5 * 2   # 5 kinds (ConfigMap too) x 2 namespaces
+    assert set(lists.values()) == {1} and len(lists) == 6 * 2   # 6 kinds (ConfigMap, HPA too) x 2 namespaces
     assert sum(v for k, v in counts.items() if k[0] == "get") == 0
 
 

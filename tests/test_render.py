@@ -46,8 +46,9 @@ def check_istio(objs):
         if o["apiVersion"].startswith("networking.istio.io"):
             assert istio.errors(o) == [], o
             assert istio.pruned(o) == [], o
-        for route in (o["spec"].get("http") or []) if o["kind"] == "VirtualService" else []:
-            assert sum(d.get("weight", 100) for d in route["route"]) == 100
+        for kind in ("http", "tcp", "tls"):
+            for route in (o["spec"].get(kind) or []) if o["kind"] == "VirtualService" else []:
+                assert sum(d.get("weight", 100) for d in route["route"]) == 100
 
 
 CASES = {
@@ -67,6 +68,16 @@ CASES = {
     "rolled back": dict(strategy="canary", status={
         "phase": "RolledBack", "stable": V1, "weight": 0,
         "rolledBack": {**V2, "retry": 0, "reason": "request-success-rate 91 < min 99"}}),
+    # spec.service.ports and route options (tests/test_routes.py has the rest)
+    "grpc, tcp and tls ports at 20": dict(strategy="canary", status=rollout(weight=20, step=2), service={
+        "name": "reviews", "ports": [{"name": "grpc", "port": 9090, "appProtocol": "grpc"},
+                                     {"name": "tcp-admin", "port": 7000},
+                                     {"name": "tls-db", "port": 5432, "sniHosts": ["db.example.com"]}],
+        "http": {"timeout": "3s", "retries": {"attempts": 2, "perTryTimeout": "1s", "retryOn": "unavailable"}},
+        "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 10}}, "tls": {"mode": "ISTIO_MUTUAL"}}}),
+    "abTesting with route options": dict(strategy="abTesting", status=rollout(weight=0), service={
+        "name": "reviews", "port": 9080, "http": {"headers": {"response": {"remove": ["server"]}},
+                                                  "corsPolicy": {"allowOrigins": [{"prefix": "https://"}]}}}),
 }
 
 
@@ -217,6 +228,45 @@ def test_output_is_deterministic_whatever_the_input_order():
         assert dump_yaml(render(again)) + dump_json(render(again)) == first
 
 
+GOLDEN = pathlib.Path(__file__).resolve().parent / "golden" / "render-routing.yaml"
+ROUTING = ("Service", "VirtualService", "DestinationRule")
+
+
+def _golden_sections() -> dict[str, str]:
+    """tests/golden/render-routing.yaml by its ``# <what>`` headers: the Service, VirtualService
+    and DestinationRule of each release as rendered before spec.service.ports and route options."""
+    sections: dict[str, str] = {}
+    for line in GOLDEN.read_text().splitlines(True):
+        if line.startswith("# "):
+            current = line[2:].strip()
+            sections[current] = ""
+        else:
+            sections[current] += line
+    return sections
+
+
+def _rendered_routing(label: str) -> str:
+    from reconciler.adapters.files import read_tree
+    from reconciler.core.loader import load_files
+    if label.startswith("case "):
+        objs = render(release(**CASES[label[5:]]))
+    elif label.startswith("strategy "):
+        objs = render(release(strategy=label[9:]))
+    else:
+        loaded = load_files(read_tree(SAMPLE))
+        objs = render(loaded.by_key()[f"{label.split('/')[1]}/{label.split('/')[2][:-5]}"], loaded.settings)
+    return dump_yaml(o for o in objs if o["kind"] in ROUTING)
+
+
+def test_releases_without_ports_or_route_options_render_byte_identical_routing():
+    """Live Services, VirtualServices and DestinationRules of existing releases do not change
+    (a changed byte would be an apply on every cluster). New sample releases are not in the golden."""
+    sections = _golden_sections()
+    assert len(sections) >= 25 and any(k.startswith("releases/") for k in sections)
+    for label, text in sections.items():
+        assert _rendered_routing(label) == text, label
+
+
 def test_broken_virtual_service_fails_istio_validation():
     vs = vs_of(render(release(strategy="canary", status=rollout(weight=10))))
     vs["spec"]["http"][0]["route"][0]["weight"] = "ten"
@@ -264,7 +314,7 @@ def test_every_rendered_deployment_and_service_is_valid_kubernetes():
                 problems.append(f"{where}: {obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}) "
                                 f"{path}: {exc.message}")
     assert problems == []
-    assert {"Deployment", "Service"} <= checked
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= checked   # sample-repo shop/frontend
 
 
 def test_strict_kubernetes_validation_catches_an_unknown_field():

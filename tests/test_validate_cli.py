@@ -19,7 +19,8 @@ def test_sample_repo_validates(capsys):
     assert main(["validate", str(SAMPLE)]) == 0
     out, err = capsys.readouterr()
     assert out == ""
-    assert "8 release(s): 8 valid, 0 invalid" in err
+    n = len(list((SAMPLE / "releases").glob("*/*.yaml")))   # every release file of the sample, each valid
+    assert n >= 8 and f"{n} release(s): {n} valid, 0 invalid" in err
 
 
 def test_broken_copy_reports_every_problem(tmp_path, capsys):

@@ -25,7 +25,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.core import revision
+from reconciler.core import revision, sizing
 from reconciler.core.diff import APPLIED_ANNOTATION, Action, ObjRef, diff, ref_of, release_of, stamp
 from reconciler.core.model import (
     Applied, DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
@@ -43,6 +43,7 @@ KINDS = {
     ("apps/v1", "Deployment"): ("apps", "v1", "deployments"),
     ("networking.istio.io/v1", "DestinationRule"): ("networking.istio.io", "v1", "destinationrules"),
     ("networking.istio.io/v1", "VirtualService"): ("networking.istio.io", "v1", "virtualservices"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("autoscaling", "v2", "horizontalpodautoscalers"),
 }
 
 
@@ -206,8 +207,10 @@ def _fingerprint_of(obj: Mapping[str, Any]) -> str | None:
 
 
 def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> dict[str, Readiness]:
-    """Readiness of each live revision of ``rel`` (by revision name) from the listed Deployments."""
+    """Readiness of each live revision of ``rel`` (by revision name) from the listed Deployments,
+    against the pods its status asks for (sizing.sizes)."""
     out = {}
+    pods = sizing.sizes(rel) if rel.is_mesh else {}
     for ver in (rel.status.get("canary"), rel.status.get("stable"), revision.target(rel)):
         if not ver or not ver.get("version"):
             continue
@@ -219,7 +222,8 @@ def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> di
             labels = ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
             if labels.get("version") != v:
                 dep = None if dep is None else {**dep, "status": {}}   # not rolled to this version yet
-        out[v] = deployment_readiness(v, dep)
+        size = pods.get(v) if rel.is_mesh else None
+        out[v] = deployment_readiness(v, dep, need=size.need if size else None, serving=size.serving if size else 0)
     return out
 
 

@@ -20,8 +20,11 @@ keyed lists with other managers' items):
 
 ``spec.replicas`` is yielded to a scaler: once the HPA's manager
 (``kube-controller-manager``, also KEDA's through its HPA) took it in
-``managedFields``, Sluice leaves it out of what it applies. Anyone else's
-change to it (``kubectl scale``) is drift, put back.
+``managedFields``, Sluice leaves it out of what it applies, but for a 0 (a
+rolled-back version is scaled to nothing, whoever scaled it before). Anyone
+else's change to it (``kubectl scale``) is drift, put back. A Deployment an
+autoscaler owns from the start (``spec.autoscaling``) is rendered without
+``replicas``: the server's default (1) is not drift.
 
 ``render_diff`` prints a ``kubectl diff``-style unified YAML diff that plan
 and ``status --live`` reuse.
@@ -112,6 +115,22 @@ def yielded(live: Mapping[str, Any] | None) -> tuple[str, ...]:
     return ("replicas",) if who & SCALERS and FIELD_MANAGER not in who else ()
 
 
+def handed_over(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> int | None:
+    """The live replica count Sluice keeps applying while it hands ``replicas`` to an
+    autoscaler: the desired Deployment has none (an HPA owns them now), but Sluice still
+    owns the live field and no scaler has changed it yet. Leaving it out at once would
+    make the API server drop the field and default it to 1 pod; once the HPA changes it
+    (taking it over in managedFields) Sluice leaves it out (``yielded``)."""
+    spec = desired.get("spec")
+    if desired.get("kind") != "Deployment" or not isinstance(spec, Mapping) or "replicas" in spec:
+        return None
+    current = ((live or {}).get("spec") or {}).get("replicas")
+    who = owners(live, "spec", "replicas")
+    if current is None or FIELD_MANAGER not in who or who & SCALERS:
+        return None
+    return int(current)
+
+
 def stamp(obj: Mapping[str, Any], *, instance: str, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``obj`` as Sluice applies it: its instance label, the fields it yields left
     out, and the fingerprint of that content."""
@@ -120,8 +139,13 @@ def stamp(obj: Mapping[str, Any], *, instance: str, live: Mapping[str, Any] | No
     meta["labels"] = dict(sorted({**(meta.get("labels") or {}), LABEL_INSTANCE: instance}.items()))
     out["metadata"] = meta
     give = yielded(live)
+    if (out.get("spec") or {}).get("replicas") == 0:
+        give = ()   # a rolled-back version goes to 0 whoever scaled it (its HPA is gone with it)
     if give and isinstance(out.get("spec"), Mapping):
         out["spec"] = {k: v for k, v in out["spec"].items() if k not in give}
+    held = handed_over(out, live)
+    if held is not None:
+        out["spec"] = {**out["spec"], "replicas": held}
     meta["annotations"] = dict(sorted({**(meta.get("annotations") or {}), APPLIED_ANNOTATION: fingerprint(out)}.items()))
     return out
 

@@ -34,9 +34,11 @@ def _weights(rel: Release, objects: list[Mapping[str, Any]]) -> dict[str, int]:
     for vs in _of(rel, objects, "VirtualService"):
         if (vs.get("metadata") or {}).get("name") != rel.name:
             continue
-        for route in ((vs.get("spec") or {}).get("http") or []):
-            if route.get("match"):
-                continue   # a header/cookie route serves the few, not the default traffic
+        spec = vs.get("spec") or {}
+        # http first; a release with only TCP or TLS ports carries its weights on tcp/tls routes
+        # (matched on port only, so every one of them is default traffic)
+        routes = [r for r in spec.get("http") or [] if not r.get("match")]   # a header/cookie route serves the few
+        for route in routes + list(spec.get("tcp") or []) + list(spec.get("tls") or []):
             out: dict[str, int] = {}
             for dest in route.get("route") or []:
                 subset = (dest.get("destination") or {}).get("subset")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import revision
+from reconciler.core import revision, sizing
 from reconciler.core.decide import interval, manual_promotion, max_failed, schedule, stages, step_gates
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.loader import is_config_path, locate
@@ -166,6 +166,30 @@ def _emergency(base: Release | None, head: Release) -> list[str]:
     return out
 
 
+def _schedule(rel: Release, sched: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """Each stage of a healthy run with its weight, time and pods: ``pods`` has the new
+    and stable version's counts (of spec.replicas, or of minReplicas under autoscaling)
+    once that stage's traffic is live; ``stable`` is null once promoted (it retires)."""
+    pods = sizing.at_stages(rel)
+    new, stable = revision.target(rel)["version"], (rel.status.get("stable") or {}).get("version")
+    return [{"step": i, "weight": w, "at": format_duration(t), "atSeconds": t,
+             "pods": {"new": pods[i]["new"], "stable": pods[i]["stable"], "of": pods[i]["full"],
+                      "newVersion": new, "stableVersion": stable,
+                      "autoscaled": sizing.own_hpa(rel), "scaler": bool(sizing.outside_scaler(rel))}}
+            for i, (w, t) in enumerate(sched, 1)]
+
+
+def _pods_line(s: Mapping[str, Any]) -> str:
+    """``step 2: 20% -> v2 2 pods (of 10), v1 10 pods`` (pods: what runs once the step is live)."""
+    p = s["pods"]
+    if p["scaler"]:
+        return f"step {s['step']}: {s['weight']}% -> pods as the autoscaler decides"
+    what = "min pods" if p["autoscaled"] else "pods"
+    old = f", {p['stableVersion'] or 'stable'} {p['stable']} {what}" if p["stable"] is not None else \
+        f", {p['stableVersion'] or 'stable'} retires"
+    return f"step {s['step']}: {s['weight']}% -> {p['newVersion']} {p['new']} {what} (of {p['of']}){old}"
+
+
 def _render_text(rel: Release | None, settings) -> list[str]:
     if rel is None:
         return []
@@ -187,8 +211,7 @@ def plan_release(base: Release | None, head: Release | None, base_settings, head
                        strategy=head.strategy_kind)
     plan.revision, plan.reasons = _why(base, head)
     plan.emergency = _emergency(base, head)
-    plan.schedule = [{"step": i, "weight": w, "at": format_duration(t), "atSeconds": t}
-                     for i, (w, t) in enumerate(sched, 1)] if head.is_mesh else []
+    plan.schedule = _schedule(head, sched) if head.is_mesh else []
     plan.healthy_seconds = sched[-1][1] if head.is_mesh else None
     plan.rollback_seconds = max_failed(head) * interval(head, 1) if head.is_mesh else None
     name = plan.revision or revision.target(head)["revision"]
@@ -269,6 +292,7 @@ def markdown(plan: Plan) -> str:
             lines.append(f"- 🚨 emergency: {e}")
         if r.schedule:
             lines.append("Schedule when healthy: " + ", ".join(f"{s['weight']}% at {s['at']}" for s in r.schedule))
+            lines += ["", "Pods (ready before traffic moves):", ""] + [f"- {_pods_line(s)}" for s in r.schedule] + [""]
         for g in r.gates:
             lines.append(f"- gate: {g}")
         for w in r.warnings:
@@ -295,6 +319,7 @@ def text(plan: Plan) -> str:
             out.append(f"  strategy: {r.strategy}")
         if r.schedule:
             out.append("  schedule: " + ", ".join(f"{s['weight']}% at {s['at']}" for s in r.schedule))
+            out += [f"  {_pods_line(s)}" for s in r.schedule]
         if r.healthy_seconds is not None:
             out.append(f"  healthy run: {format_duration(r.healthy_seconds)}; "
                        f"rollback within {format_duration(r.rollback_seconds)} of a failing step")

@@ -6,7 +6,9 @@ from ``status`` (the rollout engine's record in git), what it looks like from
 
 - one Deployment per live version, ``<name>-<version>``: the stable one, the
   new one while a rollout runs, the old one while it retires after a
-  promotion, and a rolled-back one at 0 replicas (kept for debugging);
+  promotion, and a rolled-back one at 0 replicas (kept for debugging),
+  each with the pods sizing.py gives it, or, under ``spec.autoscaling``,
+  no replicas and an autoscaling/v2 HorizontalPodAutoscaler of that name;
 - a DestinationRule with a subset per live version;
 - a VirtualService whose routes carry the weights, the match routes (A/B,
   dark launch, blue/green preview) and the mirror (shadow);
@@ -25,7 +27,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from reconciler.core import revision
+from reconciler.core import revision, routes, sizing
 from reconciler.core.observed import REVISION_HASH
 from reconciler.core.model import (
     DOWN_PHASES, LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
@@ -126,7 +128,7 @@ def _configmaps(rel: Release, names: list[str]) -> list[dict[str, Any]]:
     return [out[k] for k in sorted(out)]
 
 
-def _deployment(rel: Release, name: str, version: str, image: str, replicas: int,
+def _deployment(rel: Release, name: str, version: str, image: str, replicas: int | None,
                 strategy: dict[str, Any] | None = None) -> dict[str, Any]:
     # spec.selector is immutable for the life of a Deployment: it names only what never
     # changes for that name (a per-version Deployment's version is part of its name; an
@@ -137,6 +139,8 @@ def _deployment(rel: Release, name: str, version: str, image: str, replicas: int
         "selector": {"matchLabels": selector},
         "template": _pod_template(rel, version, image),
     }
+    if replicas is None:   # an autoscaler owns it from the first apply (sizing.py)
+        del spec["replicas"]
     if strategy:
         spec["strategy"] = strategy
     meta = _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version})
@@ -147,28 +151,26 @@ def _deployment(rel: Release, name: str, version: str, image: str, replicas: int
 
 
 def _service(rel: Release) -> dict[str, Any]:
-    svc = rel.service
-    port = int(svc["port"])
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _meta(rel, rel.service_name, {LABEL_APP: rel.service_name}),
-            "spec": {"selector": {LABEL_APP: rel.service_name},
-                     "ports": [{"name": "http", "port": port, "targetPort": int(svc.get("targetPort", port))}]}}
+            "spec": {"selector": {LABEL_APP: rel.service_name}, "ports": routes.service_ports(rel)}}
 
 
-def _destination(rel: Release, version: str, weight: int | None = None) -> dict[str, Any]:
-    dest: dict[str, Any] = {"destination": {"host": service_host(rel), "subset": version,
-                                            "port": {"number": int(rel.service["port"])}}}
+def _destination(rel: Release, version: str, weight: int | None = None, port: int | None = None) -> dict[str, Any]:
+    """A route destination; on ``port``, else on the HTTP routes' port (routes.py)."""
+    dest: dict[str, Any] = {"destination": routes.destination(service_host(rel), version,
+                                                              port if port is not None else routes.http_port(rel))}
     if weight is not None:
         dest["weight"] = weight
     return dest
 
 
-def _weighted(rel: Release, stable: str, new: str | None, weight: int) -> list[dict[str, Any]]:
+def _weighted(rel: Release, stable: str, new: str | None, weight: int, port: int | None = None) -> list[dict[str, Any]]:
     if not new or weight <= 0:
-        return [_destination(rel, stable, 100)]
+        return [_destination(rel, stable, 100, port)]
     if weight >= 100:
-        return [_destination(rel, new, 100)]
-    return [_destination(rel, stable, 100 - weight), _destination(rel, new, weight)]
+        return [_destination(rel, new, 100, port)]
+    return [_destination(rel, stable, 100 - weight, port), _destination(rel, new, weight, port)]
 
 
 def istio_match(match: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -219,22 +221,26 @@ def _virtual_service(rel: Release, stable: str, new: str | None) -> dict[str, An
     weight = int(rel.status.get("weight", 0)) if new else 0
     http: list[dict[str, Any]] = []
     match = _match_of(rel)
+    options = routes.http_options(rel)   # spec.service.http, on every HTTP route; what Sluice owns wins
     if new and match:
-        http.append({"name": "match", "match": istio_match(match), "route": [_destination(rel, new, 100)]})
-    primary: dict[str, Any] = {"name": "primary", "route": _weighted(rel, stable, new, weight)}
+        http.append({"name": "match", **options, "match": istio_match(match), "route": [_destination(rel, new, 100)]})
+    primary: dict[str, Any] = {"name": "primary", **options, "route": _weighted(rel, stable, new, weight)}
     mirror = _mirror_of(rel)
     if new and mirror is not None and not in_follow_on_canary(rel):
-        primary["mirror"] = {"host": service_host(rel), "subset": new, "port": {"number": int(rel.service["port"])}}
+        primary["mirror"] = routes.destination(service_host(rel), new, routes.http_port(rel))
         primary["mirrorPercentage"] = {"value": mirror}
     http.append(primary)
-    spec = {"hosts": rel.hosts, "gateways": list(rel.service.get("gateways") or ["mesh"]), "http": http}
+    spec: dict[str, Any] = {"hosts": rel.hosts, "gateways": list(rel.service.get("gateways") or ["mesh"])}
+    if routes.has_http(rel):
+        spec["http"] = http
+    spec.update(routes.layer4_routes(rel, lambda port: _weighted(rel, stable, new, weight, port)))
     return {"apiVersion": ISTIO_API, "kind": "VirtualService", "metadata": _meta(rel, rel.name), "spec": spec}
 
 
 def _destination_rule(rel: Release, versions: list[str]) -> dict[str, Any]:
     subsets = [{"name": v, "labels": {LABEL_VERSION: v}} for v in sorted(versions)]
     return {"apiVersion": ISTIO_API, "kind": "DestinationRule", "metadata": _meta(rel, rel.name),
-            "spec": {"host": service_host(rel), "subsets": subsets}}
+            "spec": {"host": service_host(rel), "subsets": subsets, **routes.traffic_policy(rel)}}
 
 
 def _plain(rel: Release) -> list[dict[str, Any]]:
@@ -249,8 +255,24 @@ def _plain(rel: Release) -> list[dict[str, Any]]:
     # while the new revision rolls in, old pods still mount the stable revision's ConfigMap
     running = [stable_version(rel)["revision"], ver["revision"]]
     objs += _configmaps(rel, list(dict.fromkeys(running)))
-    objs.append(_deployment(rel, rel.name, ver["revision"], ver["image"], rel.replicas, strategy))
+    size = sizing.full_size(rel)
+    objs.append(_deployment(rel, rel.name, ver["revision"], ver["image"], size.replicas, strategy))
+    if size.hpa:
+        objs.append(_hpa(rel, rel.name, ver["revision"], size.hpa))
     return objs
+
+
+def _hpa(rel: Release, name: str, version: str, bounds: tuple[int, int]) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of Deployment ``name``: ``spec.autoscaling``
+    with min/max as sizing.py scales them for this version."""
+    spec: dict[str, Any] = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                            "minReplicas": bounds[0], "maxReplicas": bounds[1]}
+    auto = sizing.autoscaling(rel)
+    for key in ("metrics", "behavior"):
+        if auto.get(key):
+            spec[key] = copy.deepcopy(auto[key])
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version}), "spec": spec}
 
 
 def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -262,21 +284,24 @@ def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[
     new = new_version(release)
     if new and new["revision"] == stable["revision"]:
         new = None  # a retarget to the stable revision itself: nothing to roll
-    deployments = {stable["revision"]: (stable["image"], release.replicas)}
+    deployments = {stable["revision"]: stable["image"]}
     retiring = release.status.get("retiring")
     if retiring and retiring.get("version") and revision.name_of(retiring) not in deployments:
-        deployments[revision.name_of(retiring)] = (retiring.get("image", ""), release.replicas)
+        deployments[revision.name_of(retiring)] = retiring.get("image", "")
     down = release.status.get("rolledBack")
     if down and down.get("version") and release.status.get("phase") in DOWN_PHASES \
             and revision.name_of(down) not in deployments:
-        deployments[revision.name_of(down)] = (down.get("image", ""), 0)
+        deployments[revision.name_of(down)] = down.get("image", "")
     if new:
-        deployments[new["revision"]] = (new["image"], release.replicas)
+        deployments[new["revision"]] = new["image"]
+    size = sizing.sizes(release)   # pods per revision: the new one follows its weight
     objs = [_service(release)] if release.service.get("create", True) else []
     objs += _configmaps(release, sorted(deployments))
     for name in sorted(deployments):
-        image, replicas = deployments[name]
-        objs.append(_deployment(release, f"{release.name}-{name}", name, image, replicas))
+        objs.append(_deployment(release, f"{release.name}-{name}", name, deployments[name], size[name].replicas))
+    for name in sorted(deployments):
+        if size[name].hpa:
+            objs.append(_hpa(release, f"{release.name}-{name}", name, size[name].hpa))
     objs.append(_destination_rule(release, list(deployments)))
     objs.append(_virtual_service(release, stable["revision"], new["revision"] if new else None))
     return objs
