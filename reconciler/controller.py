@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import yaml
 
-from reconciler.adapters import notify
+from reconciler.adapters.commitstatus import find_trigger
+from reconciler.adapters.notify import Notifications
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
 from reconciler.adapters import metrics
 from reconciler.adapters.metrics.prometheus import Prometheus
@@ -35,11 +36,12 @@ from reconciler.core import analysis
 from reconciler.core import manifests, observed
 from reconciler.core import revision
 from reconciler.core.decide import (
-    CHECKED, Decision, Observations, analysis_due, decide, interval, iso, rebuild_doubts, status_doubts, wake_in,
-    window_start,
+    CHECKED, Decision, Observations, analysis_due, decide, interval, iso, overdue_at, rebuild_doubts, status_doubts,
+    wake_in, window_start,
 )
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
 from reconciler.core.messages import format_commit
+from reconciler.core import notifications
 from reconciler.core.model import LIVE_PHASES, Applied, Event, Problem, Readiness, Release, RepoLoad
 from reconciler.core.policy import providers as configured_providers
 from reconciler.core.render import render
@@ -94,6 +96,8 @@ class ReleaseOutcome:
     step: int
     event: Event | None = None
     error: str | None = None
+    overdue_at: datetime | None = None   # the step should have moved on by itself by then (decide.overdue_at)
+    failed_checks: int = 0
 
 
 @dataclass
@@ -124,11 +128,14 @@ class Controller:
 
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 notify: Callable[[str, Event, Mapping[str, Any]], None] | None = None,
+                 notify: Notifications | None = None,
                  can_write: Callable[[], bool] = lambda: True, trust=None):
         self.repo, self.target, self.prometheus = repo, target, prometheus
         target.clock = clock   # a target keeps the times it observes by the controller's clock
-        self.clock, self.notify, self.can_write = clock, notify, can_write
+        self.clock, self.can_write = clock, can_write
+        self.notify = notify          # notifications and commit statuses; built when sluice.yaml asks for one
+        if notify is not None:
+            notify.can_write = can_write   # a replica that lost its lease delivers nothing it queued
         self.trust = trust            # a TrustPolicy: act only on signed commits
         self.refused: str | None = None
         self.cache = LoadCache()
@@ -242,6 +249,10 @@ class Controller:
             if got is None:
                 continue
             decision, files = got
+            if decision.event is not None and decision.event.action in notifications.START_ACTIONS:
+                # the person's commit that asked for this rollout, recorded now: commit statuses go there
+                decision = replace(decision, event=replace(decision.event,
+                                                           trigger=find_trigger(self.repo, snap.tip, cur.path)))
             committed[key] = decision
             if not files:
                 continue
@@ -403,6 +414,8 @@ class Controller:
         if any(p.file == SETTINGS_FILE for p in loaded.problems):
             # invalid settings hold every release: nothing observed, applied, pruned or committed (invariant 9)
             log.error("holding every release: %s is invalid", SETTINGS_FILE)
+            if self.notify is not None and self.can_write():   # told once per set of problems, by the leader
+                self.notify.held([p for p in loaded.problems if p.file == SETTINGS_FILE])
             self.last = report
             return report
         now = self.clock()
@@ -469,20 +482,27 @@ class Controller:
             st = statuses[key]
             event = d.event if d else None
             report.outcomes[key] = ReleaseOutcome(key, st.get("phase", "Idle"), int(st.get("weight", 0)),
-                                                  int(st.get("step", 0)), event, report.release_errors.get(key))
+                                                  int(st.get("step", 0)), event, report.release_errors.get(key),
+                                                  self._isolated(report, key, "schedule",
+                                                                 lambda rel=rel, st=st: overdue_at(rel.with_status(st))),
+                                                  int(st.get("failedChecks", 0)))
             hint = self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
                 rel, d or Decision(dict(rel.status)), now))
             if hint is not None:
                 wake.append(hint)
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
-                if d.notify and self.notify:
-                    self.notify(d.notify, event, loaded.settings)
-                elif d.notify:
-                    notify.send(loaded.settings, d.notify, event, report.tip)
         for key, message in report.release_errors.items():
             if key not in report.outcomes:
                 report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)
+        # notify: queued only; the notifier's threads deliver, so a dead receiver never slows a pass
+        if self.notify is None and notifications.configured(loaded.settings, self.policy):
+            self.notify = Notifications(can_write=self.can_write)
+        if self.notify is not None and writer:   # one replica speaks: a follower's errors are the leader's too
+            try:
+                self.notify.publish(report, loaded, self.policy)
+            except Exception:   # noqa: BLE001 - telling people must never fail the pass that did the work
+                log.exception("notifications of this pass could not be queued")
         report.next_pass_in = min(wake) if wake else None
         self.last = report
         return report

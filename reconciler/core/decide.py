@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.trusted import parse_time, status_problems
+from reconciler.core.notifications import kind_of
 from reconciler.core.model import (
     DEFAULT_INTERVAL, DEFAULT_MAX_FAILED_CHECKS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_SCALE_DOWN_DELAY,
     DOWN_PHASES, LIVE_PHASES, Applied, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
@@ -54,8 +55,12 @@ class Decision:
     status: dict[str, Any]
     event: Event | None = None
     urgent: bool = False           # rollback: apply traffic before pushing (invariant 1)
-    notify: str | None = None      # started | promoted | rolledBack | waitingApproval
     next_check_in: float | None = None
+
+    @property
+    def notify(self) -> str | None:
+        """Who hears of this decision: its event's kind (core.notifications.KINDS), None for none."""
+        return kind_of(self.event) if self.event is not None else None
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,7 @@ def _start(c: _Ctx, action: str = "start", note: str = "") -> Decision:
     why = "; ".join(filter(None, [note] + (revision.reasons(stable, c.rel, was) if action == "start" else [])))
     what = f"{kind} {revision.display(stable)} -> {new}" + (f" ({n} steps)" if n else "")
     summary = f"{action} {what}" + (f": {note}" if note else "")
-    return Decision(status, c.event(action, summary, status, reason=why, prev=0), notify="started",
+    return Decision(status, c.event(action, summary, status, reason=why, prev=0),
                     next_check_in=NOT_READY_RECHECK)
 
 
@@ -246,7 +251,7 @@ def _promote(c: _Ctx, reason: str = "") -> Decision:
     summary = f"promote {revision.display(canary)} {prev}% -> 100%" + (" (full: remaining steps skipped)"
                                                                      if reason.startswith("promote --full") else "")
     return Decision(status, c.event("promote", summary, status, reason=reason, evidence=c.obs.analysis is not None,
-                                    prev=prev), notify="promoted", next_check_in=delay if "retiring" in status else None)
+                                    prev=prev), next_check_in=delay if "retiring" in status else None)
 
 
 DEFAULT_ROLLBACK_WINDOW = 3
@@ -334,7 +339,7 @@ def _rollback_to(c: _Ctx) -> Decision | None:
     event = Event(release=c.rel.key, action="rollback", summary=summary, weight=100, previous_weight=100 - prev,
                   version=revision.display(new), stable=revision.display(new), phase="Promoted",
                   reason=f"rollback --to {name} ({want}): a revision of the rollback window, no canary")
-    return Decision(status, event, urgent=True, notify="rolledBack", next_check_in=delay)
+    return Decision(status, event, urgent=True, next_check_in=delay)
 
 
 def _rollback(c: _Ctx, phase: str, reason: str, *, evidence: bool = True) -> Decision:
@@ -355,7 +360,7 @@ def _rollback(c: _Ctx, phase: str, reason: str, *, evidence: bool = True) -> Dec
     summary = f"{action} {revision.display(canary)} {prev}% -> 0%: {reason}"
     return Decision(status, c.event(action, summary, status, reason=reason,
                                     evidence=evidence and c.obs.analysis is not None, prev=prev),
-                    urgent=True, notify="rolledBack")
+                    urgent=True)
 
 
 def _pending_rollback(c: _Ctx, mark: Mapping[str, Any]) -> Decision:
@@ -379,7 +384,7 @@ def _wait_approval(c: _Ctx, gate: str) -> Decision:
         status["lastAnalysis"] = {"at": iso(c.now), "results": list(_evidence(c.obs))}
     canary = revision.display(c.st["canary"])
     return Decision(status, c.event("wait-approval", f"{canary} waits for approval of {gate}", status,
-                                    evidence=c.obs.analysis is not None), notify="waitingApproval")
+                                    evidence=c.obs.analysis is not None))
 
 
 def _enter_stage(c: _Ctx, step: int, *, action: str = "advance") -> Decision:
@@ -554,6 +559,23 @@ def wake_in(rel: Release, decision: Decision, now: datetime) -> float | None:
     return min(hints) if hints else None
 
 
+def overdue_at(rel: Release) -> datetime | None:
+    """When a Progressing release's current step should have ended by on its own:
+    the time its version may take to be ready (progressDeadline) plus every check
+    it may fail before a rollback ((maxFailedChecks + 1) intervals). Past it and
+    still on the same step, something holds it (a provider that keeps erring under
+    onProviderError: hold, a stuck applier, passes failing); the alert
+    SluiceReleaseStuck fires on it. None when nothing is expected to move by itself
+    (waiting for approval, paused, at rest)."""
+    st = rel.status
+    started = parse_time(st.get("stepStartedAt")) if st.get("phase") == "Progressing" else None
+    if started is None:
+        return None
+    step = int(st.get("step", 0))
+    deadline = parse_duration(rel.spec.get("progressDeadline", DEFAULT_PROGRESS_DEADLINE))
+    return started + timedelta(seconds=deadline + interval(rel, step) * (max_failed(rel) + 1))
+
+
 def _not_ready(c: _Ctx, canary: str, step: int, ready: Readiness) -> Decision:
     """The new version cannot take traffic: hold its weight, count due checks as
     failed, and roll back once progressDeadline has passed since it stopped being
@@ -622,7 +644,8 @@ def _progressing(c: _Ctx) -> Decision:
         status = {**c.st, "message": f"{canary} at {c.st.get('weight', 0)}% is live: the rollout goes on"}
         return Decision(status, c.event("resume", f"{canary} at {c.st.get('weight', 0)}% applied: the rollout "
                                                   "goes on", status), next_check_in=interval(c.rel, step))
-    if not ready.ready:
+    scaling = ready.state == "scaling" and step >= 1   # serves its weight; the next one's pods are starting
+    if not ready.ready and not scaling:
         return _not_ready(c, canary, step, ready)
     if c.st.pop("notReadySince", None) and c.obs.analysis is None:
         # ready again: say so now; with a check due, its decision carries the news
@@ -647,6 +670,10 @@ def _progressing(c: _Ctx) -> Decision:
         return _wait_applied(c, canary, applied)
     if c.obs.guard:
         return Decision(c.st, next_check_in=_until_due(c, step))
+    if scaling and _verdict(c.obs) != "fail":
+        # pods are ready before traffic moves (sizing.py): no step, approval or promotion until the
+        # new version has what the next weight needs; a failing check still counts
+        return Decision(c.st, next_check_in=NOT_READY_RECHECK)
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
         if approved(c.rel, c.st["canary"]["version"], waiting):

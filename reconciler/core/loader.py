@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import analysis, podsecurity, policy as policies, schema, tenancy
+from reconciler.core import analysis, notifications, podsecurity, policy as policies, routes, schema, tenancy
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
     BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
@@ -135,6 +135,10 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
                         f"stepWeight {block['stepWeight']} is above maxWeight {block.get('maxWeight', 50)}", False))
         if kind == "canary" and not canary_steps(block):
             out.append((base, "canary has no steps", True))
+    scaling = spec.get("autoscaling") or {}
+    if "minReplicas" in scaling and "maxReplicas" in scaling and scaling["minReplicas"] > scaling["maxReplicas"]:
+        out.append((("spec", "autoscaling", "minReplicas"), f"minReplicas {scaling['minReplicas']} is above "
+                    f"maxReplicas {scaling['maxReplicas']}: the API server refuses such an HPA", False))
     if target_container(spec, meta["name"]) is None:
         want = (spec.get("target") or {}).get("container")
         msg = (f"the pod template has no container named {want!r}" if want else
@@ -147,6 +151,7 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
             out.append((("spec", "gates", "steps", i), f"gate on step {step}, but the canary has "
                         f"{len(canary_steps(strategy['canary']))} steps", False))
     out += _durations(doc)
+    out += routes.problems(path, doc)   # ports, and the Istio options checked against Istio's schemas
     return out
 
 
@@ -236,7 +241,8 @@ def _settings(files: Mapping[str, bytes], policy: Mapping[str, Any] | None = Non
     if not isinstance(doc, dict):
         return {}, [Problem(SETTINGS_FILE, "expected a mapping of settings")]
     raw = ([(p, _settings_message(p, m), k) for p, m, k in schema.errors("sluice", doc)]
-           or policies.widening(doc, policy) or _credentials(doc, policy) or _analysis_settings_problems(doc, policy))
+           or policies.widening(doc, policy) or _credentials(doc, policy) or _analysis_settings_problems(doc, policy)
+           or notifications.settings_problems(doc, policy))
     if raw:
         return {}, _locate(SETTINGS_FILE, data, raw, "")
     return doc, []
@@ -315,7 +321,7 @@ def _undefined_provider(name: str, providers: Mapping[str, Any], policy: Mapping
 
 def _settings_message(path: tuple[Any, ...], message: str) -> str:
     """Schema messages about sluice.yaml's security fields, worded for people."""
-    message = policies.provider_message(path, message)
+    message = notifications.schema_message(path, policies.provider_message(path, message))   # never quote a URL
     if path == ("trust",):
         return ("trust anchors are not read from the repo (a commit could vouch for itself): configure "
                 "--trust-* or the policy file's trust:, and remove this block")

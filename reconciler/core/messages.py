@@ -21,6 +21,9 @@ end, as ``git interpret-trailers`` reads them)::
     Sluice-Query: request-success-rate sum(rate(istio_requests_total{...}[1m])) / ...
     Sluice-Query: request-duration histogram_quantile(0.99, ...)
 
+A ``start`` or ``retarget`` commit also names the person's commit that asked
+for the rollout (``Sluice-Trigger: <sha>``): commit statuses are posted there.
+
 ``parse_commit`` reads the trailers back; history is built from them.
 """
 
@@ -100,6 +103,8 @@ def format_commit(event: Event) -> str:
         trailers.append(("Reason", _one_line(event.reason)))
     if event.applied_after is not None:
         trailers.append(("Applied-After", f"{event.applied_after:.1f}s"))
+    if event.trigger:
+        trailers.append(("Trigger", event.trigger))
     trailers += [("Evidence", evidence_trailer(e)) for e in event.evidence]
     trailers += [("Query", _one_line(f"{e['name']} {e['query']}")) for e in event.evidence if e.get("query")]
     parts = [subject] + body + ["\n".join(f"Sluice-{k}: {v}" for k, v in trailers)]

@@ -100,6 +100,16 @@ class Release:
         return list(self.service.get("hosts") or [self.service_name])
 
     @property
+    def ports(self) -> list[Mapping[str, Any]]:
+        """The Service's ports: ``spec.service.ports`` as written, or the one-port shorthand
+        ``spec.service.port`` as a port named ``http`` whose targetPort defaults to it."""
+        svc = self.service
+        if svc.get("ports"):
+            return list(svc["ports"])
+        port = int(svc["port"])
+        return [{"name": "http", "port": port, "targetPort": int(svc.get("targetPort", port))}]
+
+    @property
     def replicas(self) -> int:
         return int(self.spec.get("replicas", 1))
 
@@ -251,6 +261,7 @@ class Event:
     reason: str = ""
     evidence: tuple[Mapping[str, Any], ...] = ()
     applied_after: float | None = None   # seconds from the step's commit to its routing being live
+    trigger: str | None = None     # start/retarget: the person's commit that asked for this rollout (commit statuses)
 
 
 @dataclass(frozen=True)
@@ -258,7 +269,9 @@ class Readiness:
     """Whether one version's Deployment can take traffic.
 
     ``state``: ``ready`` (observedGeneration current, updated = ready =
-    available = desired replicas), ``progressing`` (not yet), ``failed``
+    available = desired replicas), ``scaling`` (it has the pods its current
+    weight needs, not yet those of the next: it keeps its traffic, gets no
+    more), ``progressing`` (not yet), ``failed``
     (the progress deadline passed, or the Deployment reports
     ProgressDeadlineExceeded), ``missing`` (no such Deployment yet).
     """
