@@ -19,6 +19,7 @@ SCRIPTS = [
     ("bench_load.py", ["10", "100", "1000", "5000"]),
     ("bench_git.py", ["1000", "100000"]),
     ("bench_controller.py", ["10", "100", "1000"]),
+    ("bench_ui.py", ["100", "1000"]),
 ]
 TARGETS = {
     ("validate+render", 1000): "< 2 s",
@@ -31,6 +32,7 @@ TARGETS = {
     ("history of one release", 100000): "< 0.3 s (issue 3), < 0.5 s (issue 7)",
     ("plan of a one-release change", 1000): "< 1 s",
     ("controller peak RSS (run --once)", 1000): "< 150 MB",
+    ("dashboard page load (browser)", 1000): "< 1 s",
 }
 
 

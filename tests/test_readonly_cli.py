@@ -68,3 +68,41 @@ def test_status_json_and_history_json(tmp_path, capsys, monkeypatch):
     assert hist["apiVersion"] == "sluice.dev/history/v1" and hist["records"][0]["action"] == "edit"
     assert main(["status", f"file://{tmp_path / 'nowhere'}"]) == 1
     assert "fetch" in capsys.readouterr().err
+
+
+ANN = {"GIT_AUTHOR_NAME": "Ann", "GIT_AUTHOR_EMAIL": "ann@x", "GIT_COMMITTER_NAME": "Ann", "GIT_COMMITTER_EMAIL": "ann@x"}
+
+
+def test_status_shows_a_naive_status_time_as_unknown(tmp_path, capsys, monkeypatch):
+    """A hand-written stepStartedAt without a UTC offset is doubt (core/trusted.py): its age
+    is unknown ("-"), and the other releases are listed as usual."""
+    work = make_checkout(tmp_path)
+    monkeypatch.setenv("SLUICE_CACHE_DIR", str(tmp_path / "cache"))
+    p = work / "releases/batch/migrator.yaml"
+    p.write_text(p.read_text() + "status:\n  phase: Progressing\n  stepStartedAt: '2026-01-01T00:00:00'\n")
+    run("commit", "-q", "-am", "naive time", cwd=work, env=ANN)
+    assert main(["status", str(work)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {"reviews", "ratings", "details", "checkout"} <= {line.split()[1] for line in lines[1:]}
+    migrator = next(line for line in lines if " migrator " in line)
+    assert migrator.split()[-1] == "-" and "Progressing" in migrator
+
+
+def test_history_ignores_forged_trailers_and_reads_a_key_literally(tmp_path, capsys, monkeypatch):
+    """``Sluice-Weight: ²`` (str.isdigit() but not a number) is not Sluice's: an edit record.
+    A file named ``releases/bookinfo/*.yaml`` has only its own commits (no glob)."""
+    work = make_checkout(tmp_path)
+    monkeypatch.setenv("SLUICE_CACHE_DIR", str(tmp_path / "cache"))
+    p = work / "releases/bookinfo/ratings.yaml"
+    p.write_text(p.read_text() + "# x\n")
+    run("commit", "-q", "-am", "bookinfo/ratings: x\n\nSluice-Release: bookinfo/ratings\nSluice-Action: advance\n"
+        "Sluice-Weight: \u00b2\n", cwd=work, env=ANN)
+    (work / "releases/bookinfo/*.yaml").write_text("x: [\n")
+    run("add", "-A", cwd=work, env=ANN)
+    run("commit", "-q", "-m", "star file", cwd=work, env=ANN)
+    assert main(["history", "bookinfo/ratings", "--repo", str(work), "-o", "json"]) == 0
+    last = json.loads(capsys.readouterr().out)["records"][-1]
+    assert (last["action"], last["bySluice"], last["weight"]) == ("edit", False, None)
+    assert main(["history", "bookinfo/*", "--repo", str(work), "-o", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)["records"]
+    assert [r["subject"] for r in records] == ["star file"]

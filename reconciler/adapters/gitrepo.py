@@ -397,7 +397,9 @@ class GitRepo:
         args = ["log", f"--format={fmt}", "--no-renames"]
         if limit:
             args.append(f"-n{limit}")
-        out = self.git(*args, ref or self.remote_ref, "--", *paths, strip_newline_in_stdout=False)
+        # literal: a release key is a file name, never a glob (releases/bookinfo/*.yaml is one file)
+        out = self.git(*args, ref or self.remote_ref, "--", *(f":(literal){p}" for p in paths),
+                       strip_newline_in_stdout=False)
         raws = []
         for chunk in out.split("\x1e"):
             chunk = chunk.lstrip("\n")
@@ -421,7 +423,8 @@ class GitRepo:
     def last_change(self, path: str, ref: str | None = None) -> str | None:
         """The last commit at ``ref`` (default: the remote tip) that changed ``path``; None
         when no commit did (the path does not exist there)."""
-        out = self.git("log", "-n1", "--format=%H", "--no-renames", ref or self.remote_ref, "--", path).strip()
+        out = self.git("log", "-n1", "--format=%H", "--no-renames", ref or self.remote_ref, "--",
+                       f":(literal){path}").strip()
         return out or None
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool | None:

@@ -8,12 +8,15 @@ and subject, so the history shows who steered and when.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from reconciler.core.messages import parse_commit
 
 HISTORY_API = "sluice.dev/history/v1"
+_WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
+_NUMBERS = ("Sluice-Weight", "Sluice-Previous-Weight")
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,16 @@ class HistoryRecord:
         }
 
 
+def _well_formed(parsed) -> bool:
+    """Sluice writes weights as ASCII digits; anything else (``²`` passes str.isdigit but not
+    int) is a forged or garbled trailer: the commit is read as a person's edit, not Sluice's."""
+    return all(parsed.get(key) is None or _WHOLE.fullmatch(parsed.get(key)) for key in _NUMBERS)
+
+
 def record(raw: RawCommit, release: str) -> HistoryRecord:
     parsed = parse_commit(raw.message)
     subject = raw.message.strip().splitlines()[0] if raw.message.strip() else ""
-    if parsed is None or parsed.release != release:
+    if parsed is None or parsed.release != release or not _well_formed(parsed):
         return HistoryRecord(raw.sha, raw.at, raw.author, raw.email, "edit", subject, False)
     return HistoryRecord(
         commit=raw.sha, at=raw.at, author=raw.author, email=raw.email, action=parsed.action,

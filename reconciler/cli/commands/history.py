@@ -26,6 +26,7 @@ import click
 from reconciler.cli.source import open_source
 from reconciler.core.history import HISTORY_API
 from reconciler.core.messages import evidence_words
+from reconciler.readmodel import weight_points
 
 BAR = 40
 
@@ -33,9 +34,7 @@ BAR = 40
 def chart(records) -> list[str]:
     """One bar per record that set a weight: the new version's share of traffic."""
     out = []
-    for r in records:
-        if r.weight is None:
-            continue
+    for r in weight_points(records):
         filled = round(BAR * r.weight / 100)
         out.append(f"{r.at[:19].replace('T', ' ')}  {'█' * filled}{'·' * (BAR - filled)} {r.weight:>3}%  {r.action}")
     return out

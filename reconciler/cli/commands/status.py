@@ -9,6 +9,7 @@ JSON (``-o json``), versioned::
     {"apiVersion": "sluice.dev/status/v1",
      "releases": [{"namespace", "name", "strategy", "phase", "weight", "step", "steps",
                    "stable", "new", "message", "lastChange": {"author", "at"} | null,
+                   "waitingFor": "promotion" | "step-N" | null (the gate a WaitingApproval rollout waits on),
                    "valid": true, "problems": []}]}
 
 ``--wait RELEASE`` exits 0 when the release is promoted (its target is
@@ -24,62 +25,14 @@ from datetime import datetime, timezone
 import click
 import yaml
 
-from reconciler.cli.common import find_release
 from reconciler.cli.source import open_source
-from reconciler.core import revision
-from reconciler.core.decide import stages
 from reconciler.core.durations import parse_duration
-from reconciler.core.loader import key_from_path
 from reconciler.core.model import DOWN_PHASES, LIVE_PHASES
+from reconciler.readmodel import age, rows
 
 STATUS_API = "sluice.dev/status/v1"
 DOWN = DOWN_PHASES
 LIVE = LIVE_PHASES
-
-
-def _age(at: str | None, now: datetime) -> str:
-    if not at:
-        return "-"
-    try:
-        t = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        return "-"
-    secs = max(0, int((now - t).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit}"
-    return f"{secs}s"
-
-
-def rows(source) -> list[dict]:
-    loaded = source.load()
-    changes = source.last_changes({r.path for r in loaded.releases} | set(loaded.invalid))
-    out = []
-    for rel in loaded.releases:
-        st = rel.status
-        last = changes.get(rel.path)
-        # revisions as people read them: the version, or the revision name when it says more (v2-1a2b3c4d)
-        stable, canary, target = st.get("stable") or {}, st.get("canary") or {}, revision.target(rel)
-        out.append({
-            "namespace": rel.namespace, "name": rel.name, "strategy": rel.strategy_kind,
-            "phase": st.get("phase") or "Pending", "weight": st.get("weight", 0), "step": st.get("step", 0),
-            "steps": len(stages(rel)), "stable": revision.display(stable) if stable.get("version") else None,
-            "new": (revision.display(canary) if canary.get("version") else None) or (
-                revision.display(target) if not revision.same(target, stable) else None),
-            "target": revision.display(target), "message": st.get("message"),
-            "lastChange": {"author": last[0], "at": last[1]} if last else None,
-            "since": st.get("stepStartedAt") or st.get("startedAt"), "valid": True, "problems": [],
-            "readinessChecked": st.get("readinessChecked", True) is not False, "heldBy": st.get("heldBy")})
-    for path, problems in loaded.invalid.items():
-        key = key_from_path(path)
-        ns, _, name = key.partition("/")
-        last = changes.get(path)
-        out.append({"namespace": ns, "name": name, "strategy": None, "phase": "Invalid", "weight": None,
-                    "step": None, "steps": None, "stable": None, "new": None, "target": None,
-                    "message": str(problems[0]), "lastChange": {"author": last[0], "at": last[1]} if last else None,
-                    "since": None, "valid": False, "problems": [p.to_json() for p in problems],
-                    "readinessChecked": True})
-    return sorted(out, key=lambda r: (r["namespace"], r["name"]))
 
 
 def add_live(items: list[dict], source, kubeconfig: str | None, context: str | None) -> None:
@@ -123,7 +76,7 @@ def table(items: list[dict], wide: bool = False) -> str:
         row = [r["namespace"], r["name"], r["strategy"] or "-", phase + ("" if r.get("readinessChecked", True) else "*"),
                "-" if r["weight"] is None else f"{r['weight']}%",
                f"{r['step']}/{r['steps']}" if r["steps"] and r["phase"] in LIVE else "-", r["stable"] or "-", r["new"] or "-",
-               f"{last['author']} {_age(last['at'], now)} ago" if last else "-", _age(r["since"], now)]
+               f"{last['author']} {age(last['at'], now)} ago" if last else "-", age(r["since"], now)]
         if live:
             row += [r.get("sync", "-"), r.get("health", "-")]
         if wide:
