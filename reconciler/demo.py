@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import html
+import logging
 import os
 import random
 import shutil
@@ -30,6 +32,7 @@ from typing import Callable
 from reconciler.adapters.gitrepo import GitRepo, Identity
 from reconciler.controller import Controller
 from reconciler.adapters.gittarget import GitTarget
+from reconciler.adapters.notify import Notifications
 
 HUMAN = {"GIT_AUTHOR_NAME": "Dana Dev", "GIT_AUTHOR_EMAIL": "dana@example.com",
          "GIT_COMMITTER_NAME": "Dana Dev", "GIT_COMMITTER_EMAIL": "dana@example.com"}
@@ -116,6 +119,51 @@ def prometheus(target: str, workdir: Path):
             proc.kill()
 
 
+def said(path: str, body: dict) -> str:
+    """One line of what a Slack, Teams, Discord or generic webhook message says."""
+    if "blocks" in body:                                   # Slack: the notification's fallback text
+        return html.unescape(body.get("text", ""))      # mrkdwn escapes & < >
+    if body.get("type") == "message":                     # Teams: the card's heading and summary
+        blocks = body["attachments"][0]["content"]["body"]
+        return ": ".join(b["text"] for b in blocks[:2] if b.get("type") == "TextBlock")
+    if "embeds" in body:                                   # Discord
+        return body.get("content", "").replace("**", "")
+    return f"{body.get('event')} {body.get('release')}: {body.get('summary')}"   # the generic JSON webhook
+
+
+@contextmanager
+def receiver(echo: Callable[[str], None], start: float):
+    """A loopback stand-in for the teams' Slack, Teams and Discord channels and the audit
+    webhook of sample-repo/sluice.yaml: prints each message as it arrives."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            try:
+                text = said(self.path, json.loads(body))
+            except (ValueError, KeyError, IndexError, TypeError):
+                text = f"{len(body)} bytes"
+            echo(f"[{time.monotonic() - start:5.1f}s]   -> {self.path.strip('/')}: {text}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _wait_for_data(url: str, workload: str, timeout: float = 30.0) -> bool:
     q = urllib.parse.quote(f'sum(rate(istio_requests_total{{destination_workload="{workload}"}}[5s]))')
     deadline = time.monotonic() + timeout
@@ -139,9 +187,12 @@ def _edit(path: Path, *pairs: tuple[str, str]) -> None:
     path.write_text(text)
 
 
-def human_setup(work: Path, prom_url: str | None) -> None:
-    """The demo's human commit: short intervals, and a bad productpage when analysis is real."""
+def human_setup(work: Path, prom_url: str | None, hooks: str) -> None:
+    """The demo's human commit: short intervals, notifications to the demo's receiver, and a
+    bad productpage when analysis is real."""
     rel = work / "releases" / "bookinfo"
+    settings = work / "sluice.yaml"
+    settings.write_text(settings.read_text().replace("https://hooks.example.com", hooks))
     # a step's window opens when its weight is live: at 1s scrapes a 3s step gives rate() 3 samples
     _edit(rel / "reviews.yaml", ("      interval: 1m", "      interval: 3s"),
           ("  gates: {promotion: manual}       # a human approves the last jump to 100%\n", ""),
@@ -165,7 +216,25 @@ def human_setup(work: Path, prom_url: str | None) -> None:
     _git("push", "-q", "origin", "HEAD:main", cwd=work)
 
 
-def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0) -> int:
+def _dashboard(url: str, cache: Path):
+    """The read-only dashboard of the demo's remote, on port 8090 when it is free."""
+    from reconciler.ui.server import start_dashboard
+    before = os.environ.get("SLUICE_CACHE_DIR")
+    os.environ["SLUICE_CACHE_DIR"] = str(cache)   # its own clone of the remote, in the demo's tmp dir
+    try:
+        try:
+            return start_dashboard(url, port=8090, every=0.5)
+        except OSError:   # taken: any free port
+            return start_dashboard(url, port=0, every=0.5)
+    finally:
+        if before is None:
+            del os.environ["SLUICE_CACHE_DIR"]
+        else:
+            os.environ["SLUICE_CACHE_DIR"] = before
+
+
+def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0, keep_serving: bool = False) -> int:
+    """``keep_serving``: after the summary, serve the dashboard until Ctrl-C (a person at a terminal)."""
     start = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sluice-demo-"))
     try:
@@ -191,17 +260,33 @@ def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0) -> int:
                     echo("prometheus has no data yet; the canary will hold until it does")
             else:
                 echo("prometheus is not installed: the canary is judged on time alone")
-            human_setup(work, prom_url)
+            hooks = stack.enter_context(receiver(echo, start))
+            echo(f"notifications: a receiver on {hooks} stands in for each team's Slack, Teams, Discord and "
+                 "the audit webhook")
+            human_setup(work, prom_url, hooks)
+            board = _dashboard(f"file://{bare}", tmp / "ui-cache")
+            stack.callback(board.stop)
+            echo(f"dashboard: {board.url} (live: open it now to watch the rollouts)")
             repo = GitRepo(f"file://{bare}", tmp / "sluice-clone", "main", author=Identity("Sluice", "sluice@demo"))
-            controller = Controller(repo, GitTarget())
+            notes = Notifications()
+            stack.callback(notes.close, 5)
+            controller = Controller(repo, GitTarget(), notify=notes)
             echo("controller: target git (rendered/<ns>/<name>.yaml), passes every 0.5s\n")
             goals = {"bookinfo/reviews": "Promoted"}
             if prom_url:
                 goals["bookinfo/productpage"] = "RolledBack"
             deadline = time.monotonic() + timeout
             reached = False
+            told: set[str] = set()
+            quiet = logging.getLogger("sluice")   # what a pass logs is shown below, each held release once
+            level, quiet.level = quiet.level, logging.CRITICAL
+            stack.callback(setattr, quiet, "level", level)
             while time.monotonic() < deadline:
                 report = controller.run_pass()
+                for problem in report.problems:
+                    if str(problem) not in told:
+                        told.add(str(problem))
+                        echo(f"[{time.monotonic() - start:5.1f}s] held: {problem}")
                 for key, out in sorted(report.outcomes.items()):
                     if out.event:
                         echo(f"[{time.monotonic() - start:5.1f}s] {out.event.release}: {out.event.summary}")
@@ -212,6 +297,7 @@ def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0) -> int:
                     reached = True
                     break
                 time.sleep(0.5)
+            notes.flush(5)   # the last notifications are printed before the summary
             echo("")
             from click.testing import CliRunner   # the real commands, as a user would run them
             from reconciler.cli.main import cli
@@ -223,6 +309,13 @@ def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0) -> int:
             echo("$ git log --oneline   # every step is a commit")
             echo(_git("log", "--oneline", "-n", "25", "main", cwd=bare))
             echo(f"done in {time.monotonic() - start:.1f}s" + ("" if reached else " (timed out before every goal)"))
+            echo(f"dashboard: {board.url}")
+            if keep_serving:
+                echo("serving the dashboard until Ctrl-C")
+                try:
+                    threading.Event().wait()
+                except KeyboardInterrupt:
+                    echo("")
             return 0 if reached else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

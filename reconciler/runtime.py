@@ -65,8 +65,21 @@ class Metrics:
                                       ["release", "phase"], registry=r)
         self.webhooks = Counter("sluice_webhook_requests_total", "webhook requests by result", ["result"], registry=r)
         self.leader = Gauge("sluice_leader", "1 while this replica leads", registry=r)
+        self.checks = Counter("sluice_analysis_checks_total", "metric checks by outcome (ok, failed, nodata, error)",
+                              ["release", "outcome"], registry=r)
+        self.events = Counter("sluice_release_events_total", "decisions committed, by action (start, advance, "
+                              "check-failed, hold, promote, rollback, ...)", ["release", "action"], registry=r)
+        self.overdue_at = Gauge("sluice_release_overdue_timestamp_seconds",
+                                "when a Progressing release's step should have moved on by itself: its "
+                                "progressDeadline plus (maxFailedChecks + 1) intervals after the step started; "
+                                "absent while nothing is expected to move (paused, waiting for approval, at rest)",
+                                ["release"], registry=r)
         self.refused = Counter("sluice_signature_refusals_total", "passes refused: tip not signed by a trusted key",
                                registry=r)
+        # notifications
+        self.notifications = Counter("sluice_notifications_total", "notifications and commit statuses by receiver "
+                                     "and result: sent, failed (after its retries), dropped (queue full or shutdown)",
+                                     ["receiver", "result"], registry=r)
 
     def observe_pass(self, report, seconds: float) -> None:
         self.duration.observe(seconds)
@@ -86,6 +99,17 @@ class Metrics:
         for key, out in report.outcomes.items():
             self.weight.labels(key).set(out.weight)
             self.step.labels(key).set(out.step)
+            self.failed.labels(key).set(out.failed_checks)
+            self.events.labels(key, "rollback")   # exported at 0 first, so increase() sees the first rollback
+            if out.event is not None:
+                self.events.labels(key, out.event.action).inc()
+            if out.overdue_at is not None:
+                self.overdue_at.labels(key).set(out.overdue_at.timestamp())
+            else:
+                try:
+                    self.overdue_at.remove(key)
+                except KeyError:   # it had none
+                    pass
             for phase in PHASES:
                 self.phase.labels(key, phase).set(1 if out.phase == phase else 0)
         for key, results in report.analysis.items():
@@ -94,6 +118,8 @@ class Metrics:
                     self.metric.labels(key, res.name).set(res.value)
                 self.metric_ok.labels(key, res.name).set(1 if res.ok else 0)
                 self.dry_run.labels(key, res.name).set(1 if res.dry_run else 0)
+                if not res.dry_run:
+                    self.checks.labels(key, res.outcome).inc()
 
 
 class Runner:
@@ -219,14 +245,21 @@ def pushed_branch(body: bytes) -> str | None:
 
 
 class Server:
-    """Health, readiness, metrics and the webhook on one loopback-or-pod port."""
+    """Health, readiness, metrics, the webhook and the read-only dashboard (``/ui``,
+    when one is given) on one loopback-or-pod port."""
 
     def __init__(self, host: str, port: int, runner: Runner, metrics: Metrics, *,
-                 webhook: WebhookConfig | None = None, stale_after: float = 120.0):
+                 webhook: WebhookConfig | None = None, stale_after: float = 120.0, ui=None,
+                 conn_timeout: float = 30.0):
         self.runner, self.metrics, self.webhook, self.stale_after = runner, metrics, webhook, stale_after
+        self.ui = ui    # the read-only dashboard (reconciler.ui.Dashboard): "/" and "/ui..." go to it
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # a connection silent this long (a half-sent request, a client that never reads) is
+            # closed, so slow or idle clients cannot pile up threads without bound
+            timeout = conn_timeout
+
             def log_message(self, fmt, *args):  # access logs are noise here
                 pass
 
@@ -237,7 +270,19 @@ class Server:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _ui(self) -> bool:
+                if server.ui is None or not (self.path == "/" or self.path.startswith("/ui")):
+                    return False
+                server.ui.handle(self)
+                return True
+
+            def do_HEAD(self):
+                if not self._ui():
+                    self._send(404, b"")
+
             def do_GET(self):
+                if self._ui():
+                    return
                 if self.path == "/healthz":
                     ok, why = server.healthy()
                     self._send(200 if ok else 503, (why + "\n").encode())
@@ -250,12 +295,20 @@ class Server:
                     self._send(404, b"not found\n")
 
             def do_POST(self):
+                if self._ui():   # 405: the dashboard is read-only
+                    return
                 if self.path != "/webhook" or server.webhook is None:
                     self._send(404, b"not found\n")
                     return
                 code, text = server.handle_webhook(self)
                 server.metrics.webhooks.labels(str(code)).inc()
                 self._send(code, (text + "\n").encode())
+
+            def _other(self):
+                if not self._ui():   # the dashboard answers 405 with Allow: GET, HEAD
+                    self.send_error(501, f"unsupported method {self.command!r}")
+
+            do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
 
         class _HTTPServer(ThreadingHTTPServer):
             request_queue_size = 128    # a burst of webhooks must queue, not be refused
@@ -304,17 +357,22 @@ class Server:
         self.thread.start()
 
     def stop(self) -> None:
+        if self.ui is not None:
+            self.ui.stop()    # ends the dashboard's followers with the server
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
 def watch_path(path: str, kick: Callable[[str], None]):
     """Kick a pass when files (or .git refs) under ``path`` change. Returns the observer."""
-    from watchdog.events import FileSystemEventHandler
+    from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEventHandler
     from watchdog.observers import Observer
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event):
+            # a read opens and closes files (every pass reads the repo): only a change is news
+            if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
+                return
             if not event.is_directory and not str(event.src_path).endswith((".lock", "index")):
                 kick("watchdog")
 

@@ -183,3 +183,52 @@ def test_watchdog_kicks_a_pass_on_a_local_change(tmp_path):
     finally:
         observer.stop()
         runner.stop(5)
+
+
+def test_watchdog_does_not_kick_when_files_are_only_read(tmp_path):
+    """Reading the repo (as every pass does) opens and closes files: that is no change. Reads
+    come first, then one write; the write's kick is the only one."""
+    (tmp_path / "releases").mkdir()
+    files = [tmp_path / "releases" / f"r{i}.yaml" for i in range(20)]
+    for f in files:
+        f.write_text("x: 1\n")
+    kicks: list[str] = []
+    seen = threading.Event()
+
+    def kick(why):
+        kicks.append(why)
+        seen.set()
+
+    observer = watch_path(str(tmp_path), kick)
+    try:
+        for _ in range(5):
+            for f in files:
+                f.read_text()
+        (tmp_path / "sentinel.yaml").write_text("y: 1\n")
+        assert seen.wait(5), "the write was not seen"
+        deadline = time.monotonic() + 1.0   # the write's own events (created, modified, closed) settle
+        while time.monotonic() < deadline and len(kicks) < 4:
+            time.sleep(0.02)
+        assert 1 <= len(kicks) <= 3, f"{len(kicks)} kicks for one write after 100 reads"
+    finally:
+        observer.stop()
+
+
+def test_a_half_sent_request_is_closed_after_the_connection_timeout():
+    """A client that sends half a request and waits (slowloris) holds its thread only until
+    the per-connection timeout; the server keeps answering others meanwhile."""
+    runner = Runner(lambda: None, poll_interval=3600)
+    server = Server("127.0.0.1", 0, runner, Metrics(), conn_timeout=0.5)
+    server.start()
+    try:
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(20)]
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")    # never the blank line
+        t0 = time.monotonic()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status == 200
+        for sock in socks:
+            assert sock.recv(100) == b""        # closed by the server, nothing answered
+            sock.close()
+        assert 0.4 < time.monotonic() - t0 < 5
+    finally:
+        server.stop()

@@ -130,3 +130,20 @@ def test_unparseable_file_is_refused():
         set_status("a: [1,\n", {"phase": "Idle"})
     with pytest.raises(StatusEditError):
         set_status("- a\n- b\n", {"phase": "Idle"})
+
+
+def test_every_common_yaml_parser_reads_the_status_sluice_writes():
+    """ruamel reads ``{query: x?token=***}`` in a flow map; PyYAML (and tools built on it) does
+    not. Strings with flow indicators are written double-quoted, so both read the same status."""
+    import yaml as pyyaml
+    from ruamel.yaml import YAML
+    from reconciler.core.writeback import render_status
+    odd = ["POST http://h:1/x?token=***&a=b", "a, b", "[x]", "{y}", "#not a comment", "x: y", " padded ",
+           "!tag", "&anchor", "*alias", "|pipe", ">fold", "%percent", "@at", "`tick", "it's", 'say "hi"', "r:1"]
+    status = {"phase": "Progressing", "stable": {"version": "v1", "image": "r:1"},
+              "lastAnalysis": {"at": "2026-11-25T10:00:00Z",
+                               "results": [{"name": f"m{i}", "query": q, "ok": True} for i, q in enumerate(odd)]}}
+    text = render_status(status)
+    assert pyyaml.safe_load(text)["status"] == status
+    assert YAML(typ="safe").load(text)["status"] == status
+    assert "stable: {version: v1, image: r:1}" in text   # plain short maps stay inline

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 STATUS_ORDER = (
     "phase", "message", "stable", "canary", "weight", "step", "failedChecks",
@@ -36,12 +37,29 @@ def _ordered(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: status[k] for k in keys}
 
 
+# Characters that make a plain scalar ambiguous to some YAML 1.1 readers inside a flow collection
+# (PyYAML refuses ``{query: x?token=***}``, which ruamel reads): such strings are written
+# double-quoted, so every common parser (PyYAML, Go's yaml, ruamel) reads the status Sluice writes.
+_AMBIGUOUS = frozenset("?*&!#,[]{}|>%@`\"'")
+
+
+def _quoted(value: Any) -> Any:
+    if isinstance(value, str):
+        risky = _AMBIGUOUS.intersection(value) or ": " in value or value != value.strip()
+        return DoubleQuotedScalarString(value) if risky else value
+    if isinstance(value, Mapping):
+        return {k: _quoted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_quoted(v) for v in value]
+    return value
+
+
 def render_status(status: Mapping[str, Any], newline: str = "\n") -> str:
     """The ``status:`` block as YAML text (block style, stable key order)."""
     y = YAML(typ="rt")
     y.default_flow_style = None   # short leaf maps ({version, image}) inline, the rest as blocks
     y.width = 4096
-    block = CommentedMap(_ordered(status))
+    block = CommentedMap(_ordered(_quoted(status)))
     block.fa.set_block_style()     # the status itself always as a block, even when small
     buf = io.StringIO()
     y.dump({"status": block}, buf)

@@ -86,8 +86,10 @@ class History:
 
 
 @contextlib.contextmanager
-def start(history: History | None = None):
-    """A real Prometheus with ``history`` backfilled; yields its URL."""
+def start(history: History | None = None, *, config: str | None = None, files: dict[str, str] | None = None):
+    """A real Prometheus with ``history`` backfilled; yields its URL. ``config``
+    replaces prometheus.yml (scrape targets, rule_files); ``files`` are written
+    beside it (rule files named by the config)."""
     prometheus, promtool = require("prometheus", "prometheus"), require("promtool", "prometheus")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-prom-"))
     data = tmp / "data"
@@ -98,7 +100,9 @@ def start(history: History | None = None):
         subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(src), str(data)],
                        check=True, capture_output=True, timeout=120)
     cfg = tmp / "prometheus.yml"
-    cfg.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n")
+    cfg.write_text(config or "global: {scrape_interval: 1m}\nscrape_configs: []\n")
+    for name, text in (files or {}).items():
+        (tmp / name).write_text(text)
     port = free_port()
     proc = subprocess.Popen(
         [prometheus, f"--config.file={cfg}", f"--storage.tsdb.path={data}",

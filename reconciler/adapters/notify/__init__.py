@@ -39,6 +39,7 @@ import json
 import logging
 import re
 import threading
+import weakref
 import time
 import urllib.parse
 import zlib
@@ -160,6 +161,15 @@ class _Lane:
         self.thread: threading.Thread | None = None
 
 
+_OPEN: "weakref.WeakSet[Notifier]" = weakref.WeakSet()   # every Notifier not yet closed: close_all()
+
+
+def close_all(timeout: float = 0.0) -> None:
+    """Close every open Notifier (a process ending; a test's leftovers), ``timeout`` each."""
+    for notifier in list(_OPEN):
+        notifier.close(timeout)
+
+
 class Notifier:
     """Lanes of delivery jobs, each with its bounded queue and its thread."""
 
@@ -177,6 +187,7 @@ class Notifier:
         self._lane_of: dict[str, _Lane] = {}
         self._stop = threading.Event()
         self._closing = False
+        _OPEN.add(self)
 
     def submit(self, key: str, what: str, attempt: Callable[[], None], *, keep: bool = False,
                done: Callable[[], None] | None = None, waiting: Callable[[], None] | None = None) -> bool:
@@ -308,6 +319,7 @@ class Notifier:
         Returns how many jobs were left undelivered (counted as dropped)."""
         with self._lock:
             self._closing = True
+        _OPEN.discard(self)
         self.flush(timeout)
         self._stop.set()
         with self._lock:

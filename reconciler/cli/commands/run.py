@@ -19,8 +19,10 @@ import click
 
 from reconciler import logs
 from reconciler.adapters.applier import Appliers, ref_of as applier_ref
+from reconciler.adapters.commitstatus import configure as configure_commit_status
 from reconciler.adapters.gitrepo import Credentials, GitRepo, Identity
 from reconciler.adapters.metrics.prometheus import Prometheus
+from reconciler.adapters.notify import Notifications, Notifier, close_all
 from reconciler.adapters.trust import TrustPolicy, signing_config
 from reconciler.cli.policyfile import read_policy
 from reconciler.controller import Controller
@@ -120,7 +122,7 @@ def _appliers(target: str, applier: str, applier_object: str | None, deadline: s
 @_opt("--interval", env="INTERVAL", default="30s", help="Poll interval; webhooks and the watchdog trigger sooner.")
 @_opt("--once", env="ONCE", is_flag=True, help="Run one pass and exit (CI, cron). Exit 1 if it failed.")
 @_opt("--prometheus", env="PROMETHEUS", default=None, help="Prometheus URL (overrides sluice.yaml providers).")
-@_opt("--listen", env="LISTEN", default="127.0.0.1:8080", help="host:port for /healthz, /readyz, /metrics, /webhook.")
+@_opt("--listen", env="LISTEN", default="127.0.0.1:8080", help="host:port for /healthz, /readyz, /metrics, /webhook and the dashboard /ui.")
 @_opt("--webhook-secret", env="WEBHOOK_SECRET", default=None, help="HMAC secret for webhooks (prefer the _FILE form).")
 @_opt("--webhook-secret-file", env="WEBHOOK_SECRET_FILE", default=None, help="File holding the webhook secret.")
 @_opt("--webhook-allow-unsigned", env="WEBHOOK_ALLOW_UNSIGNED", is_flag=True, help="Accept unsigned webhooks (never in production).")
@@ -159,6 +161,16 @@ def _appliers(target: str, applier: str, applier_object: str | None, deadline: s
            "edit; sluice.yaml may only narrow it. Invalid: Sluice refuses to start.")
 @_opt("--signing-key", env="SIGNING_KEY", default=None, help="Sign Sluice's commits with this SSH key file (or GPG key id).")
 @_opt("--signing-format", env="SIGNING_FORMAT", type=click.Choice(["ssh", "openpgp"]), default="ssh", help="Format of --signing-key.")
+@_opt("--commit-status", env="COMMIT_STATUS", type=click.Choice(["github", "gitlab", "none"]), default="none",
+      help="Mark the commit that started each rollout with a commit status (pending, then success or failure).")
+@_opt("--commit-status-token-file", env="COMMIT_STATUS_TOKEN_FILE", default=None,
+      help="File holding the forge token (GitHub: repo:status or fine-grained Commit statuses: write; GitLab: api).")
+@_opt("--commit-status-api", env="COMMIT_STATUS_API", default=None,
+      help="API base URL (default: https://api.github.com, or https://<host>/api/v3 or https://<gitlab host> from --repo).")
+@_opt("--commit-status-repo", env="COMMIT_STATUS_REPO", default=None,
+      help="GitHub owner/name or GitLab project path or id (default: from --repo).")
+@_opt("--dashboard-url", env="DASHBOARD_URL", default=None,
+      help="Link of each commit status (target_url); {release} is replaced by namespace/name.")
 @_opt("--log-format", env="LOG_FORMAT", type=click.Choice(["kv", "json"]), default="kv", help="Log line format.")
 @_opt("--log-level", env="LOG_LEVEL", default="info", help="debug, info, warning, error.")
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
@@ -166,6 +178,7 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
             context, applier, applier_object, applier_deadline, applier_nudge, instance, inventory_namespace,
             leader_election, lease_namespace, lease_name, lease_duration, identity,
             trust_ssh_allowed_signers, trust_openpgp_key, trust_since, policy_file, signing_key, signing_format,
+            commit_status, commit_status_token_file, commit_status_api, commit_status_repo, dashboard_url,
             log_format, log_level) -> int:
     """Run the controller: sync, decide, commit, apply, repeat."""
     creds = Credentials.from_env()
@@ -199,6 +212,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
                                 lease_name, identity or socket.gethostname(),
                                 lease_duration=parse_duration(lease_duration))
         elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
+    else:
+        metrics.leader.set(1)   # the only replica writes: "no leader" alerts must not fire on it
     if not DNS_LABEL.match(instance or ""):
         raise click.BadParameter(f"{instance!r} is not a DNS label (a-z, 0-9, '-', at most 63)", param_hint="--instance")
     notes: list[str] = []
@@ -207,9 +222,18 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
                          repo=git, appliers=appliers, notes=notes)
     for note in notes:
         click.echo(f"sluice: {note}", err=True)
+    try:
+        statuses = configure_commit_status(commit_status, token_file=commit_status_token_file, api=commit_status_api,
+                                           repository=commit_status_repo, repo_url=url, target_url=dashboard_url,
+                                           git=git)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    notifications = Notifications(Notifier(count=lambda receiver, result: metrics.notifications.labels(
+        receiver, result).inc()), commit_status=statuses)
     controller = Controller(git, built,
                             prometheus=Prometheus(prometheus) if prometheus else None,
-                            can_write=elector.is_leader if elector else (lambda: True), trust=trust)
+                            can_write=elector.is_leader if elector else (lambda: True), trust=trust,
+                            notify=notifications)
     controller.policy = policy
     if once:
         t0 = time.monotonic()
@@ -222,6 +246,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
             click.echo(f"invalid: {problem}", err=True)
         if report.error:
             click.echo(f"error: {report.error}", err=True)
+        notifications.close(timeout=30)   # deliver this pass's notifications before exiting
+        close_all(10)                      # and its fire-and-record hooks
         return 1 if report.error else 0
 
     runner: Runner
@@ -239,7 +265,10 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     runner = Runner(one_pass, poll_interval=poll, min_gap=0.5)
     host, _, port = listen.rpartition(":")
     webhook = WebhookConfig(secret.encode() if secret else None, webhook_allow_unsigned, branch)
-    server = Server(host or "127.0.0.1", int(port), runner, metrics, webhook=webhook, stale_after=max(3 * poll, 60))
+    from reconciler.ui.server import controller_dashboard   # the read-only dashboard under /ui (docs/dashboard.md)
+    ui = controller_dashboard(workdir, branch, git.url, lambda: runner.passes + runner.crashes)
+    server = Server(host or "127.0.0.1", int(port), runner, metrics, webhook=webhook, stale_after=max(3 * poll, 60),
+                    ui=ui)
     server.start()
     observer = watch_path(url, runner.kick) if local and watch else None
     done = threading.Event()
@@ -261,4 +290,6 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     if observer:
         observer.stop()
     server.stop()
+    notifications.close(timeout=10)   # what is still queued then is counted as dropped
+    close_all(5)                       # the fire-and-record hooks' sender (docs/hooks.md: unrecorded answers are lost)
     return 0
