@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -233,6 +234,21 @@ def _dashboard(url: str, cache: Path):
             os.environ["SLUICE_CACHE_DIR"] = before
 
 
+def _serve_until_interrupted(echo: Callable[[str], None]) -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM: a handler sets an event, so the signal never
+    lands as KeyboardInterrupt in the middle of something else; the caller then cleans up."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        echo("serving the dashboard until Ctrl-C")
+        while not stop.wait(1.0):   # wakes each second so the main thread stays responsive
+            pass
+        echo("")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0, keep_serving: bool = False) -> int:
     """``keep_serving``: after the summary, serve the dashboard until Ctrl-C (a person at a terminal)."""
     start = time.monotonic()
@@ -311,11 +327,7 @@ def run_demo(echo: Callable[[str], None], *, timeout: float = 50.0, keep_serving
             echo(f"done in {time.monotonic() - start:.1f}s" + ("" if reached else " (timed out before every goal)"))
             echo(f"dashboard: {board.url}")
             if keep_serving:
-                echo("serving the dashboard until Ctrl-C")
-                try:
-                    threading.Event().wait()
-                except KeyboardInterrupt:
-                    echo("")
+                _serve_until_interrupted(echo)
             return 0 if reached else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,6 @@ a pass (measured), the queue is bounded, a 5xx is retried."""
 
 import json
 import logging
-import math
 import socket
 import threading
 import time

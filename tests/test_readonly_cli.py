@@ -3,7 +3,6 @@ files, refs and index are byte-identical afterwards."""
 
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 import stat

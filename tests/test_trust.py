@@ -3,7 +3,6 @@ acted on; an unsigned tip, a tip signed by an unknown key, and a tip whose
 parent chain hides an unsigned commit are refused and nothing is applied;
 the controller's own signed commits verify."""
 
-import os
 
 import pytest
 

@@ -112,12 +112,11 @@ def _render(items, output):
 def command(repo, output, branch, watch, every, wait_for, timeout, live, kubeconfig, context) -> int:
     """Show every release's rollout state, read-only."""
     source = open_source(repo, branch)
-    render_rows = rows
-    if live:
-        def render_rows(src):
-            items = rows(src)
+    def render_rows(src):
+        items = rows(src)
+        if live:
             add_live(items, src, kubeconfig, context)
-            return items
+        return items
     if wait_for:
         deadline = time.monotonic() + parse_duration(timeout)
         while True:
