@@ -20,6 +20,7 @@ Targets:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -28,16 +29,17 @@ from typing import Any, Callable, Mapping, Protocol
 import yaml
 
 from reconciler.adapters.commitstatus import find_trigger
+from reconciler.adapters.hooks import Gate, Sender
 from reconciler.adapters.notify import Notifications
 from reconciler.adapters.gitrepo import CommitPlan, GitRepo, Snapshot
 from reconciler.adapters import metrics
 from reconciler.adapters.metrics.prometheus import Prometheus
-from reconciler.core import analysis
+from reconciler.core import analysis, hooks
 from reconciler.core import manifests, observed
 from reconciler.core import revision
 from reconciler.core.decide import (
-    CHECKED, Decision, Observations, analysis_due, decide, interval, iso, overdue_at, rebuild_doubts, status_doubts,
-    wake_in, window_start,
+    CHECKED, Decision, Observations, analysis_due, check_ignored, decide, interval, iso, overdue_at, rebuild_doubts,
+    rollback_doubts, stages, status_doubts, wake_in, window_start,
 )
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
 from reconciler.core.messages import format_commit
@@ -141,12 +143,87 @@ class Controller:
         self.cache = LoadCache()
         self.last: PassReport | None = None
         self._checked: dict[str, datetime] = {}   # last check of a release waiting for approval (a throttle only)
+        self._tip: str | None = None   # the commit this pass read: gating hooks name it
+        # fire-and-record hook answers not yet in git (release -> answers), filled by the hook threads
+        self._answers: dict[str, list[hooks.Answer]] = {}
+        self._answers_lock = threading.Lock()
+        self.hook_sender: Sender | None = None   # built when a committed event first fires a hook
+
+    # --- hooks (docs/hooks.md) ---------------------------------------------------
+    def _gate(self, rel: Release, found: list[Mapping[str, Any]]) -> Gate | None:
+        """Start ``rel``'s gating hooks ``found`` (in their own threads); None when there are none."""
+        if not found:
+            return None
+        steps = len(stages(rel))
+        return Gate([hooks.call(rel, h, steps=steps, commit=self._tip) for h in found])
+
+    def _hook_answered(self, release: str, answer: hooks.Answer) -> None:
+        """A fire-and-record hook's answer (on a hook thread): kept until a commit records it."""
+        with self._answers_lock:
+            kept = self._answers.setdefault(release, [])
+            kept.append(answer)
+            del kept[:-hooks.KEEP_RECORDED * 5]   # bounded, should a release stay held for long
+
+    def _record_hooks(self, decisions: dict[str, tuple[Release, Observations, Decision]]) -> dict[str, list]:
+        """Put the fire-and-record answers in hand into their releases' next commit (a commit of
+        their own when nothing else happens): ``status.lastHooks`` and the commit's evidence.
+        Returns what went in, dropped from memory only once its commit landed."""
+        with self._answers_lock:
+            waiting = {k: list(v) for k, v in self._answers.items() if v and k in decisions}
+        for key, answers in waiting.items():
+            rel, obs, d = decisions[key]
+            if d.urgent:
+                waiting[key] = []   # a rollback's commit carries nothing else; the next one does
+                continue
+            status = hooks.record(d.status, answers)
+            event = (hooks.record_event(rel, status, answers) if d.event is None else
+                     replace(d.event, evidence=tuple(d.event.evidence) + tuple(hooks.recorded(a) for a in answers)))
+            decisions[key] = (rel, obs, replace(d, status=status, event=event))
+        return waiting
+
+    def _recorded(self, waiting: dict[str, list], committed: Mapping[str, Decision]) -> None:
+        """Forget the answers whose commit landed: each is identified by its whole recorded entry
+        (hook, type, time sent, attempts, status, took, answer) among the results the landed commit
+        carries, all of them (never by what fits in ``status.lastHooks``: results arriving together
+        may be more than it keeps). A commit decided again on a person's edit carries none."""
+        with self._answers_lock:
+            for key, answers in waiting.items():
+                event = committed[key].event if key in committed else None
+                carried = list(event.evidence) if event is not None else []
+                done = [a for a in answers if hooks.recorded(a) in carried]
+                self._answers[key] = [a for a in self._answers.get(key, []) if a not in done]
+
+    def _fire(self, decisions, committed: Mapping[str, Decision], tip: str, report: PassReport) -> None:
+        """Queue the fire-and-record hooks of the events just committed (never sent on this thread)."""
+        for key, d in committed.items():
+            if d.event is not None:
+                self._isolated(report, key, "hooks", lambda key=key, d=d: self._fire_one(decisions[key][0], d, tip))
+
+    def _fire_one(self, rel: Release, d: Decision, tip: str) -> None:
+        found = hooks.fired(rel, d.event)
+        if found and self.hook_sender is None:
+            self.hook_sender = Sender(self._hook_answered, can_write=self.can_write)
+        for hook in found:
+            call = hooks.call(rel, hook, steps=len(stages(rel)), commit=tip, event=d.event, status=d.status)
+            if not self.hook_sender.fire(rel.key, call):
+                log.warning("release=%s hook=%s not sent: the hook sender is closed", rel.key, call.name)
 
     # --- steps -------------------------------------------------------------
-    def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime) -> Observations:
+    def _observe(self, rel: Release, settings: Mapping[str, Any], now: datetime,
+                 rollback: Mapping[str, Any] | None = None) -> Observations:
         readiness = dict(self.target.readiness(rel))
         applied = self._applied(rel, settings)
         st, step = rel.status, int(rel.status.get("step", 0))
+        if check_ignored(rel, Observations(readiness, applied=applied, rollback=rollback), now):
+            # aborted, paused, retargeted, rolled back: decide acts before any check, so no gating
+            # hook is sent (nor waited for) and no metric asked (docs/hooks.md)
+            return Observations(readiness, applied=applied)
+        ready = st.get("canary") and readiness.get(revision.name_of(st["canary"]))
+        if (not (applied is not None and applied.pending)
+                and hooks.pre_rollout_due(rel, bool(ready and ready.ready), now, interval(rel, 0))):
+            # before step 1: the pre-rollout hooks are the check (decide: pass -> step 1)
+            results = tuple(hooks.result(a) for a in self._gate(rel, hooks.of(rel, "pre-rollout")).answers())
+            return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied)
         # while a step's routing is not live, the canary is still judged at the weight that is, at that
         # weight's cadence (a guard: only a metric out of bounds counts), so a rollback never waits for an
         # applier; not at step 1 (the weight still live is 0%) nor for a hotfix (skipAnalysis)
@@ -181,7 +258,10 @@ class Controller:
             results = analysis.unplanned(rel, str(exc))
             return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied,
                                 guard=guard)
-        results = metrics.run_checks(self._provider(settings), checks, now)
+        gate = None if guard else self._gate(rel, hooks.gating(rel, step, len(stages(rel))))
+        results = metrics.run_checks(self._provider(settings), checks, now)   # while the hooks are out
+        if gate is not None:
+            results += tuple(hooks.result(a) for a in gate.answers())
         return Observations(readiness, results, analysis.verdict(results, rel, settings), applied=applied,
                             guard=guard)
 
@@ -340,12 +420,31 @@ class Controller:
         objects = [o for o in yaml.safe_load_all(data) if isinstance(o, dict)] if data else []
         return tuple(observed.running(rel, objects))
 
+    def _unsupported(self, rel: Release) -> list[tuple[tuple[Any, ...], str]]:
+        """What this target cannot do for ``rel``: the git target writes manifests for an
+        applier, and adopting a live object means reading and patching it (fail closed: held,
+        never rolled out with weights that would never reach the adopted VirtualService).
+        The kubernetes target: an object the release would create exists and is someone
+        else's (KubernetesTarget.foreign_problems): held until it is removed or renamed."""
+        if self.target.name != "git":
+            return list(getattr(self.target, "foreign_problems", lambda _rel: [])(rel))
+        out = []
+        if rel.spec.get("workloadRef"):
+            out.append((("spec", "workloadRef"), "workloadRef: adopting a Deployment needs --target kubernetes "
+                        "(the git target cannot read it or scale it); give the release a template instead"))
+        if (rel.spec.get("service") or {}).get("virtualServiceRef"):
+            out.append((("spec", "service", "virtualServiceRef"), "virtualServiceRef: adopting a VirtualService "
+                        "needs --target kubernetes (an applier would never patch one route of it); let Sluice "
+                        "render its own"))
+        return out
+
     def _doubts(self, rel: Release, files: Mapping[str, bytes], now: datetime,
                 running: tuple[dict, ...] | None = None) -> list[Problem]:
         """Why ``rel``'s status cannot be trusted to move traffic, or be rebuilt from what
         runs when it is missing, at file:line (invariant 9)."""
         serving = [v["version"] for v in running if v["replicas"]] if running is not None else None
-        doubts = status_doubts(rel, now, serving) + rebuild_doubts(rel, running)
+        doubts = (status_doubts(rel, now, serving) + rebuild_doubts(rel, running) + rollback_doubts(rel)
+                  + self._unsupported(rel))
         return locate(rel.path, files.get(rel.path, b""), doubts, rel.key) if doubts else []
 
     @staticmethod
@@ -367,7 +466,7 @@ class Controller:
             return None
         if pending.note:
             log.warning("release=%s %s", rel.key, pending.note)
-        obs = self._observe(rel, settings, now)
+        obs = self._observe(rel, settings, now, pending.mark)
         obs = replace(obs, running=running if not rel.status.get("stable") else None, rollback=pending.mark)
         if obs.analysis is not None:
             report.analysis[rel.key] = obs.analysis
@@ -408,6 +507,7 @@ class Controller:
             self.last = report
             return report
         self.refused = None
+        self._tip = report.tip
         report.problems = list(loaded.problems)
         for problem in loaded.problems:
             log.warning("release=%s invalid: %s", problem.release or "-", problem)
@@ -438,6 +538,7 @@ class Controller:
                 decisions[rel.key] = got
         report.timings["decided"] = time.monotonic()
         self._record_drift(decisions, loaded, now, report)
+        recording = self._record_hooks(decisions)
         writer = self.can_write()
         # a rollback reaches the cluster before its commit (invariant 1's one exception)
         urgent: dict[str, list[dict]] = {}
@@ -458,6 +559,8 @@ class Controller:
                 if result.pushed:
                     report.tip = result.tip
                     self.target.after_push(result.commits, loaded.settings)   # the git target nudges its applier
+                self._recorded(recording, committed)
+                self._fire(decisions, committed, report.tip, report)   # queued only: a dead hook never slows a pass
             except SluiceError as exc:
                 report.error = str(exc)
                 committed.clear()

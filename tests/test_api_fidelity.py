@@ -94,24 +94,46 @@ def test_mirror_is_gone_after_a_mirror_rollout_is_aborted(tmp_path, emu):
     assert "mirror" not in vs["spec"]["http"][-1] and "mirrorPercentage" not in vs["spec"]["http"][-1]
 
 
-def test_replicas_owned_by_a_scaler_are_never_written(tmp_path, emu):
+def test_replicas_follow_the_spec_an_undeclared_scaler_is_fought(tmp_path, emu):
+    """No spec.autoscaling: Sluice owns replicas, whoever changes them (an HPA it was not told
+    about included) is put back; declared autoscaling: Sluice never writes them (test_sizing.py)."""
     env = Env(tmp_path, emu, [spec(target="v1")])
     env.tick()
     env.tick()
+    want = emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"]
 
     def hpa_scales(dep):
         dep["spec"]["replicas"] = 7
     emu.update_as("kube-controller-manager", "deployments", "bookinfo", "reviews-v1", hpa_scales)
-    for i in range(100):
-        env.tick(seconds=30, ready=False)
-        assert emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"] == 7, i
-    # a git change to the Deployment is applied, and still leaves replicas to the scaler
-    env.edit("reviews", lambda t: t.replace("path: /health", "path: /ready"), "probe path")
-    env.tick()
+    env.tick(seconds=30, ready=False)
     dep = emu.get("deployments", "bookinfo", "reviews-v1")
-    assert dep["spec"]["replicas"] == 7
-    assert dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert not any("drift" in s for s in env.subjects())
+    assert dep["spec"]["replicas"] == want != 7
+    assert any("drift" in s for s in env.subjects())
+    mine = [e for e in dep["metadata"]["managedFields"] if e["manager"] == "sluice"]
+    assert any("f:replicas" in e["fieldsV1"].get("f:spec", {}) for e in mine)
+
+
+def test_a_service_port_no_longer_applied_is_removed_whole(tmp_path, emu):
+    """A real API server removes a keyed-list item (a Service port) its applier stops sending."""
+    import yaml as pyyaml
+    ports = [{"name": "grpc-api", "port": 9090}, {"name": "tcp-admin", "port": 7000}]
+    doc = spec(target="v1")
+    doc["spec"]["service"] = {"name": "reviews", "ports": ports}
+    env = Env(tmp_path, emu, [doc])
+    env.tick()
+    assert [p["name"] for p in emu.get("services", "bookinfo", "reviews")["spec"]["ports"]] == ["grpc-api", "tcp-admin"]
+
+    def drop(text):
+        d = pyyaml.safe_load(text)
+        d["spec"]["service"]["ports"].pop()
+        return pyyaml.safe_dump(d, sort_keys=False)
+    env.edit("reviews", drop, "drop tcp-admin")
+    env.tick(seconds=1)
+    assert emu.get("services", "bookinfo", "reviews")["spec"]["ports"] == [
+        {"name": "grpc-api", "port": 9090, "targetPort": 9090, "protocol": "TCP"}]
+    emu.reset_counts()
+    env.tick(seconds=30)
+    assert emu.writes() == 0   # nothing left to fight over: the next pass writes nothing
 
 
 def test_a_release_deleted_while_stopped_is_pruned_at_start_and_other_instances_are_untouched(tmp_path, emu):

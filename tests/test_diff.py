@@ -67,3 +67,33 @@ def test_readiness_rules():
     dep["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
     assert deployment_readiness("v2", dep).state == "failed"
     assert deployment_readiness("v2", None).state == "missing"
+
+
+def test_replicas_handed_to_an_autoscaler_are_held_but_never_at_zero():
+    """Switching to autoscaling keeps the live count until the HPA takes it (the server would default a
+    dropped field to 1 pod); a 0 (a version a rollback scaled down) is never held: an HPA does nothing
+    for a target at 0 replicas, so the field is dropped and the HPA scales from its minimum."""
+    from reconciler.core.diff import handed_over, stamp
+    desired = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "reviews-v2"},
+               "spec": {"selector": {}, "template": {}}}
+
+    def live(replicas, *managers):
+        return {**desired, "spec": {**desired["spec"], "replicas": replicas}, "metadata": {
+            "name": "reviews-v2", "managedFields": [{"manager": m, "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+                                                    for m in managers]}}
+    assert handed_over(desired, live(5, "sluice")) == 5
+    assert stamp(desired, instance="sluice", live=live(5, "sluice"))["spec"]["replicas"] == 5
+    assert handed_over(desired, live(0, "sluice")) is None
+    assert "replicas" not in stamp(desired, instance="sluice", live=live(0, "sluice"))["spec"]
+    assert handed_over(desired, live(7, "sluice", "kube-controller-manager")) is None
+
+
+def test_declared_replicas_are_applied_whoever_scaled_the_deployment():
+    """No spec.autoscaling: replicas are Sluice's, an HPA it was not told about is fought."""
+    from reconciler.core.diff import stamp
+    desired = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "reviews-v1"},
+               "spec": {"replicas": 10, "selector": {}, "template": {}}}
+    live = {**desired, "spec": {**desired["spec"], "replicas": 2}, "metadata": {
+        "name": "reviews-v1", "managedFields": [{"manager": "kube-controller-manager",
+                                                 "fieldsV1": {"f:spec": {"f:replicas": {}}}}]}}
+    assert stamp(desired, instance="sluice", live=live)["spec"]["replicas"] == 10

@@ -95,8 +95,14 @@ def test_rollback_to_is_one_person_commit_then_one_commit_back_at_100(tmp_path, 
     assert env.log(before) == ["Ann|bookinfo/reviews: rollback --to v2: v3 corrupts carts (sluice rollback)"]
     mid = env.head()
     env.tick(seconds=1)
+    # v2's pods were scaled down after scaleDownDelay: it comes back at full size before traffic moves
     (line,) = env.log(mid)
-    assert line.endswith("bookinfo/reviews: rollback v3 -> v2: v2 100% now (spec.rollback)")
+    assert line.endswith("bookinfo/reviews: rollback --to v2: starting v2 at full size before traffic moves")
+    assert env.weights() == {"v3": 100} and env.status()["rollbackTo"] == "v2@1"
+    mid = env.head()
+    env.tick(seconds=1)
+    (line,) = env.log(mid)
+    assert line.endswith("bookinfo/reviews: rollback v3 -> v2: v2 100% now (spec.rollback), once its pods were ready")
     body = run("log", "-1", "--format=%B", "main", cwd=env.bare)
     assert "Sluice-Weight: 100" in body and "Sluice-Action: rollback" in body
     assert env.weights() == {"v2": 100}

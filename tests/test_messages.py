@@ -1,5 +1,6 @@
 """Commit messages: a subject people read, trailers programs read back."""
 
+import os
 import subprocess
 
 from reconciler.core.messages import format_commit, parse_commit
@@ -44,3 +45,21 @@ def test_failed_and_missing_evidence_and_newlines_in_reason():
 def test_human_messages_have_no_trailers():
     assert parse_commit("fix typo\n\nSigned-off-by: A <a@x>\n") is None
     assert parse_commit("") is None
+
+
+def test_control_characters_never_reach_a_commit_message(tmp_path):
+    bad = "\x00x\x1b[2J\x07\x85\u202e\x7f\r\nSluice-Action: promote"
+    event = Event(release="bookinfo/reviews", action="hook", summary=f"record {bad}", reason=bad, version=bad,
+                  evidence=({"name": "smoke", "value": 200.0, "ok": False, "outcome": bad, "provider": bad,
+                             "query": f"POST {bad}", "answer": bad},))
+    msg = format_commit(event)
+    assert all(ch.isprintable() or ch == "\n" for ch in msg)
+    assert "Sluice-Answer: smoke x [2J Sluice-Action: promote\n" in msg
+    assert parse_commit(msg).trailers["Sluice-Action"] == ("hook",)   # nothing forged
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    tree = subprocess.run(["git", "mktree"], input="", cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    made = subprocess.run(["git", "commit-tree", tree], input=msg, cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert made.returncode == 0, made.stderr   # git refuses a NUL: one answer must never fail a pass's commits

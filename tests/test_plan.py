@@ -106,3 +106,15 @@ def test_golden_text_markdown_and_json_shape(repo, capsys):
         golden = GOLDEN / f"plan-ratings.{'md' if fmt == 'markdown' else 'txt'}"
         assert golden.exists(), f"missing golden file {golden}"
         assert out == golden.read_text()
+
+
+def test_a_route_change_is_not_a_revision_and_prints_no_rollout_schedule(repo, capsys):
+    change(repo, "releases/bookinfo/reviews.yaml", "service: {name: reviews, port: 9080, gateways: [mesh]}",
+           "service: {name: reviews, port: 9080, gateways: [mesh], http: {timeout: 3s}}")
+    code, doc = plan(capsys, repo)
+    (r,) = doc["releases"]
+    assert r["summary"] == "update the spec: applies at once to every version (not a revision)"
+    assert r["schedule"] == [] and r["healthySeconds"] is None and r["revision"] is None
+    assert "timeout: 3s" in r["diff"]   # the running rollout's routes get it on the next pass
+    code, out = plan(capsys, repo, "text")
+    assert "applies at once to every version (not a revision)" in out and "schedule:" not in out

@@ -28,7 +28,7 @@ HOST = "reviews.bookinfo.svc.cluster.local"
 GRPC = {"name": "grpc-api", "port": 9090, "appProtocol": "grpc"}
 HTTP2 = {"name": "http2-web", "port": 8080}
 TCP = {"name": "tcp-admin", "port": 7000}
-TLS = {"name": "tls-db", "port": 5432, "sniHosts": ["db.example.com"]}
+TLS = {"name": "tls-db", "port": 5432, "sniHosts": ["reviews"]}   # within the VirtualService's hosts, as Istio requires
 HTTP_OPTIONS = {
     "timeout": "5s",
     "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx,connect-failure,unavailable,503",
@@ -173,7 +173,7 @@ def test_grpc_http2_tcp_and_tls_ports_carry_the_same_weights_at_each_step(weight
     assert all("port" not in d["destination"] for d in http["route"])
     (tcp,), (tls,) = spec["tcp"], spec["tls"]
     assert tcp["match"] == [{"port": 7000}] and weights(tcp) == expected
-    assert tls["match"] == [{"port": 5432, "sniHosts": ["db.example.com"]}] and weights(tls) == expected
+    assert tls["match"] == [{"port": 5432, "sniHosts": ["reviews"]}] and weights(tls) == expected
     assert {d["destination"]["port"]["number"] for d in tcp["route"]} == {7000}
     assert {d["destination"]["port"]["number"] for d in tls["route"]} == {5432}
     assert {d["destination"]["host"] for r in (http, tcp, tls) for d in r["route"]} == {HOST}
@@ -280,7 +280,8 @@ def test_blue_green_without_match_or_mirror_runs_on_tcp():
 def test_a_tls_port_needs_sni_hosts():
     doc = svc_doc(service({"name": "tls-db", "port": 5432}))
     assert problems(doc) == [f"{PATH}:{line_of(doc, '- name: tls-db')}:7: tls port 'tls-db' needs sniHosts: Istio "
-                             "routes TLS by the server name the client asks for (e.g. sniHosts: [db.example.com])"]
+                             "routes TLS by the server name the client asks for; each must be one of the release's hosts "
+                             "(spec.service.hosts) or within one, as Istio's validation requires"]
 
 
 def test_unknown_traffic_policy_keys_are_refused_where_the_api_server_would_drop_them():
@@ -300,7 +301,7 @@ def test_unknown_traffic_policy_keys_are_refused_where_the_api_server_would_drop
      "(Istio's VirtualService HTTPRoute schema)"),
     ({"http": {"retries": {"attempts": "three"}}}, "attempts:",
      "spec.service.http.retries.attempts: 'three' is not of type 'integer' (Istio's VirtualService HTTPRoute schema)"),
-    ({"http": {"retries": {"retryOn": "5xx,flaky"}}}, "retryOn:",
+    ({"http": {"retries": {"attempts": 2, "retryOn": "5xx,flaky"}}}, "retryOn:",
      "spec.service.http.retries.retryOn: unknown retry condition 'flaky' (use e.g. 5xx, gateway-error, "
      "connect-failure, refused-stream, unavailable, or an HTTP status like 503)"),
     ({"http": {"corsPolicy": {"unmatchedPreflights": "DROP"}}}, "unmatchedPreflights:",
@@ -347,6 +348,44 @@ def test_port_problems_at_file_line(svc, needle, message):
     (problem,) = problems(doc)
     nth = 1 if needle in ("- name: grpc-api", "port: 9090") else 0
     assert problem.startswith(f"{PATH}:{line_of(doc, needle, nth)}:") and problem.endswith(f": {message}"), problem
+
+
+@pytest.mark.parametrize("svc,needle,message", [
+    # each mirrors a rule of Istio's validation webhook (istio/istio pkg/config/validation) the CRD schema lacks
+    ({"ports": [GRPC, {**TLS, "sniHosts": ["db.example.com"]}]}, "- db.example.com",
+     "SNI host 'db.example.com' is not within the VirtualService's hosts (reviews): Istio refuses it; add it to "
+     "spec.service.hosts or match one of them"),
+    ({"ports": [GRPC, {**TLS, "sniHosts": ["db.example.com"]}], "hosts": ["reviews", "*.example.com"]}, None, None),
+    ({"port": 9080, "http": {"timeout": "1001us"}}, "timeout:",
+     "spec.service.http.timeout: '1001us': Istio supports durations to ms precision only (e.g. 1ms, 1500ms) "
+     "(Istio's VirtualService HTTPRoute schema)"),
+    ({"port": 9080, "http": {"timeout": "1.0005s"}}, "timeout:", "only (e.g. 1ms, 1500ms) (Istio's VirtualService "
+                                                                 "HTTPRoute schema)"),
+    ({"port": 9080, "http": {"retries": {"attempts": 2, "perTryTimeout": "2.5ms"}}}, "perTryTimeout:", "ms precision"),
+    ({"port": 9080, "trafficPolicy": {"outlierDetection": {"interval": "1500us"}}}, "interval:", "ms precision"),
+    ({"port": 9080, "http": {"timeout": "3000000h"}}, "timeout:", "is longer than Go's int64 nanoseconds hold (about 2562047h) (Istio's VirtualService HTTPRoute schema)"),
+    ({"port": 9080, "http": {"retries": {"attempts": -1}}}, "attempts:",
+     "retries.attempts -1: attempts cannot be negative"),
+    ({"port": 9080, "http": {"retries": {"attempts": 0, "retryOn": "5xx"}}}, "attempts:",
+     "retries with attempts 0 (retries off) cannot set perTryTimeout, retryOn or retryRemoteLocalities: Istio refuses "
+     "the policy; set attempts, or remove retries"),
+    ({"port": 9080, "http": {"retries": {"attempts": 2, "retryOn": "5xx, connect-failure"}}}, "retryOn:",
+     "retries.retryOn '5xx, connect-failure': no spaces around the commas (Istio reads ' connect-failure' as an "
+     "unknown policy)"),
+    ({"port": 9080, "http": {"rewrite": {}}}, "rewrite:", "rewrite must set uri, uriRegexRewrite or authority"),
+    ({"port": 9080, "http": {"rewrite": {"uri": "/x", "uriRegexRewrite": {"match": "a", "rewrite": "b"}}}},
+     "uriRegexRewrite:", "rewrite may set uri or uriRegexRewrite, not both"),
+    ({"port": 9080, "http": {"corsPolicy": {"allowOrigins": [{"exact": "https://a"}], "allowMethods": ["GET", "FETCH"]}}},
+     "FETCH", "corsPolicy.allowMethods: 'FETCH' is not an HTTP method (CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, "
+              "POST, PUT, TRACE or *)"),
+])
+def test_what_istios_validation_webhook_refuses_is_refused_at_file_line(svc, needle, message):
+    doc = svc_doc({"name": "reviews", **svc})
+    if needle is None:
+        assert problems(doc) == []
+        return
+    (problem,) = problems(doc)
+    assert problem.startswith(f"{PATH}:{line_of(doc, needle)}:") and message in problem, problem
 
 
 def test_route_options_are_refused_outside_the_mesh():

@@ -70,10 +70,11 @@ def test_total_pods_stay_under_replicas_plus_the_largest_step_before_the_last():
             assert run[-1] == (r, r)   # the last step: full before the switch to 100%
 
 
-def test_dynamic_stable_scale_shrinks_stable_by_its_current_weight_and_a_rollback_restores_it():
-    assert run_of(10, [10, 20, 50], dynamicStableScale=True) == [(1, 10), (2, 9), (5, 8), (10, 5)]
-    assert run_of(3, [10, 20, 50], dynamicStableScale=True) == [(1, 3), (1, 3), (2, 3), (3, 2)]
-    assert run_of(4, [50, 100], dynamicStableScale=True)[-1] == (4, 1)   # stable keeps one pod to go back to
+def test_dynamic_stable_scale_shrinks_stable_one_step_behind_the_traffic_and_a_rollback_restores_it():
+    # at step N stable runs the share it served before N: if step N's routing never lands, it still has them
+    assert run_of(10, [10, 20, 50], dynamicStableScale=True) == [(1, 10), (2, 10), (5, 9), (10, 8)]
+    assert run_of(3, [10, 20, 50], dynamicStableScale=True) == [(1, 3), (1, 3), (2, 3), (3, 3)]
+    assert run_of(4, [50, 90, 100], dynamicStableScale=True)[-1] == (4, 1)   # stable keeps one pod to go back to
     down = release(replicas=10, strategy="canary", status={
         "phase": "RolledBack", "stable": V1, "weight": 0, "rolledBack": {**V2, "retry": 0, "reason": "x"}})
     down.doc["spec"]["strategy"] = canary([10, 20, 50], 10, dynamicStableScale=True)
@@ -113,7 +114,10 @@ def test_autoscaling_renders_one_valid_hpa_per_version_with_scaled_bounds_and_no
     rel.doc["spec"]["strategy"] = canary([10, 20, 50], 0, dynamicStableScale=True)
     got = hpas(rel)
     assert {v: (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for v, h in got.items()} == \
-        {"v2": (1, 4), "v1": (4, 18)}
+        {"v2": (1, 4), "v1": (4, 20)}   # stable shrinks one step behind: full while 0% was live before
+    rel.doc["status"] = status(2, 20)
+    assert hpas(rel)["v1"]["spec"]["minReplicas"] == 4 and hpas(rel)["v1"]["spec"]["maxReplicas"] == 18
+    rel.doc["status"] = status(1, 10)
     assert replicas(rel) == {"v1": None, "v2": None}
     for version, hpa in got.items():
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -132,9 +136,8 @@ def test_autoscaling_renders_one_valid_hpa_per_version_with_scaled_bounds_and_no
 
 
 def test_an_outside_scaler_gets_no_hpa_and_no_replicas():
-    rel = release(strategy="canary", autoscaling={"scalerRef": {"kind": "ScaledObject", "name": "reviews"}},
-                  status=status(1, 10))
-    assert hpas(rel) == {} and replicas(rel) == {"v1": None, "v2": None}
+    rel = release(strategy="rolling", autoscaling={"scalerRef": {"kind": "ScaledObject", "name": "reviews"}})
+    assert hpas(rel) == {} and [o["spec"].get("replicas") for o in render(rel) if o["kind"] == "Deployment"] == [None]
     plain = release(strategy="rolling", autoscaling={"minReplicas": 2, "maxReplicas": 5})
     assert [o["spec"].get("replicas") for o in render(plain) if o["kind"] == "Deployment"] == [None]
     assert [h["spec"]["minReplicas"] for h in render(plain) if h["kind"] == "HorizontalPodAutoscaler"] == [2]
@@ -184,11 +187,12 @@ def test_plan_shows_pods_at_each_step():
 # --- on the API emulator, with the real controller and the kubernetes target ---------------------------
 def hpa_controller(emu, ns="bookinfo"):
     """What kube-controller-manager does for each HPA with no load: keep its target within min..max
-    (an Update of spec.replicas, recorded in managedFields as a real API server does)."""
+    (an Update of spec.replicas, recorded in managedFields as a real API server does). Like the real
+    one it does nothing for a target at 0 replicas (scaling is disabled: ScalingActive=False)."""
     for (_, hns, name), hpa in emu.objects("horizontalpodautoscalers").items():
         target = emu.get("deployments", hns, hpa["spec"]["scaleTargetRef"]["name"])
         low, high = hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
-        if target is not None and not low <= target["spec"]["replicas"] <= high:
+        if target is not None and target["spec"]["replicas"] and not low <= target["spec"]["replicas"] <= high:
             want = min(max(target["spec"]["replicas"], low), high)
             emu.update_as("kube-controller-manager", "deployments", hns, target["metadata"]["name"],
                           lambda d: d["spec"].update(replicas=want))
@@ -272,3 +276,144 @@ def test_switching_a_running_release_to_autoscaling_keeps_its_pods_until_the_hpa
             if e["manager"] == "sluice"]
     assert mine and all("f:replicas" not in e["fieldsV1"].get("f:spec", {}) for e in mine)
     assert not any("drift" in s for s in env.subjects())
+
+
+# --- review of 71b141c: stable under a refused VirtualService, scalers, replicas ownership ----------------
+import yaml as pyyaml   # noqa: E402  (kept with the tests that edit release files)
+
+
+def spec_edit(fn):
+    def edit(text):
+        doc = pyyaml.safe_load(text)
+        fn(doc["spec"])
+        return pyyaml.safe_dump(doc, sort_keys=False)
+    return edit
+
+
+def available(emu, version):
+    dep = emu.get("deployments", "bookinfo", f"reviews-{version}")
+    return (dep.get("status") or {}).get("availableReplicas", 0) if dep else 0
+
+
+def test_a_refused_virtualservice_leaves_stable_the_pods_of_the_traffic_still_live(tmp_path, emu):
+    doc = promoted(replicas=10)
+    doc["spec"]["strategy"] = canary([50, 90], 10, dynamicStableScale=True)
+    env = Env(tmp_path, emu, [doc])
+    env.tick()
+    env.tick()
+    assert env.weights() == {"v1": 50, "v2": 50}
+    # Istio's validation webhook refuses every VirtualService patch from now on: traffic stays at 50/50
+    emu.fail_next("patch", "virtualservices", 400, n=10 ** 6, reason="BadRequest",
+                  message='admission webhook "validation.istio.io" denied the request')
+    for _ in range(4):
+        env.tick()
+        assert env.weights() == {"v1": 50, "v2": 50}
+        assert available(emu, "v1") >= 5, emu.get("deployments", "bookinfo", "reviews-v1")["spec"]
+
+
+def test_scaler_ref_is_refused_for_per_version_deployments_and_kept_for_rolling():
+    from reconciler.core.loader import load_files
+    from tests.support.specs import dump, release_doc
+    for strategy in ("canary", "blueGreen", "abTesting", "darkLaunch", "mirror"):
+        text = dump(release_doc(strategy=strategy, autoscaling={"scalerRef": {"name": "reviews"}}))
+        line = next(i for i, row in enumerate(text.splitlines(), 1) if "scalerRef" in row)
+        got = [str(p) for p in load_files({"releases/bookinfo/reviews.yaml": text.encode()}).problems]
+        assert len(got) == 1 and f"reviews.yaml:{line}:" in got[0] and "spec.autoscaling" in got[0] \
+            and "HPA per version" in got[0], (strategy, got)
+    for strategy in ("rolling", "recreate"):
+        text = dump(release_doc(strategy=strategy, autoscaling={"scalerRef": {"name": "reviews"}}))
+        assert load_files({"releases/bookinfo/reviews.yaml": text.encode()}).problems == []
+
+
+def test_replicas_zero_is_refused_at_its_line():
+    from reconciler.core.loader import load_files
+    from tests.support.specs import dump, release_doc
+    for strategy, words in (("canary", "a version with 0 pods cannot take traffic"),
+                            ("rolling", "never becomes ready")):
+        text = dump(release_doc(strategy=strategy, replicas=0))
+        line = next(i for i, row in enumerate(text.splitlines(), 1) if row.strip() == "replicas: 0")
+        got = [str(p) for p in load_files({"releases/bookinfo/reviews.yaml": text.encode()}).problems]
+        assert len(got) == 1 and f"reviews.yaml:{line}:" in got[0] and words in got[0], got
+
+
+def test_switching_autoscaling_off_takes_replicas_back_from_the_hpa(tmp_path, emu):
+    doc = promoted(autoscaling={"minReplicas": 2, "maxReplicas": 10, "metrics": CPU})
+    doc["spec"]["strategy"] = canary([10, 20, 50], 0)
+    env = Env(tmp_path, emu, [doc])
+    env.retarget("reviews", "v2", "v1")
+    env.tick()
+    hpa_controller(emu)
+    assert emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"] == 2
+    env.edit("reviews", spec_edit(lambda s: (s.pop("autoscaling"), s.update(replicas=10))), "no autoscaling")
+    env.tick(seconds=1)
+    assert emu.get("horizontalpodautoscalers", "bookinfo", "reviews-v1") is None
+    assert emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"] == 10
+    mine = [e for e in emu.get("deployments", "bookinfo", "reviews-v1")["metadata"]["managedFields"]
+            if e["manager"] == "sluice"]
+    assert any("f:replicas" in e["fieldsV1"].get("f:spec", {}) for e in mine)
+
+
+def test_an_aborted_autoscaled_canary_retried_scales_up_from_the_hpa_minimum(tmp_path, emu):
+    doc = promoted(autoscaling={"minReplicas": 3, "maxReplicas": 10, "metrics": CPU})
+    doc["spec"]["strategy"] = canary([10, 20, 50], 0)
+    env = Env(tmp_path, emu, [doc])
+    for _ in range(3):
+        env.tick(ready=False)
+        hpa_controller(emu)
+    env.edit("reviews", spec_edit(lambda s: s.update(abort=True)), "abort")
+    env.tick(seconds=1)
+    assert emu.get("deployments", "bookinfo", "reviews-v2")["spec"]["replicas"] == 0
+    env.edit("reviews", spec_edit(lambda s: (s.pop("abort"), s.update(retry=1))), "retry")
+    for _ in range(12):
+        env.tick(ready=False)
+        hpa_controller(emu)
+        if env.status().get("phase") == "Promoted":
+            break
+    assert env.status()["phase"] == "Promoted" and env.status()["stable"]["version"] == "v2", env.status()
+    assert emu.get("deployments", "bookinfo", "reviews-v2")["spec"]["replicas"] >= 3
+
+
+def test_rollback_to_a_retired_revision_moves_traffic_once_its_pods_are_back(tmp_path, emu):
+    doc = promoted(replicas=10)
+    doc["spec"]["strategy"] = canary([50], 10)
+    env = Env(tmp_path, emu, [doc])
+    for _ in range(4):
+        env.tick()
+    env.retarget("reviews", "v2", "v3")
+    for _ in range(4):
+        env.tick()
+    for _ in range(4):
+        env.tick(seconds=600)   # past scaleDownDelay: v2's Deployment is gone
+    assert env.status()["stable"]["version"] == "v3" and emu.get("deployments", "bookinfo", "reviews-v2") is None
+    env.edit("reviews", spec_edit(lambda s: s.update(rollback="v2@1")), "rollback --to v2")
+    env.tick(seconds=1, ready=False)
+    assert env.weights() == {"v3": 100}   # v3 keeps serving while v2 starts
+    assert emu.get("deployments", "bookinfo", "reviews-v2")["spec"]["replicas"] == 10
+    assert env.status()["rollbackTo"] == "v2@1" and "full size" in env.status()["message"]
+    env.tick(seconds=1, ready=False)
+    assert env.weights() == {"v3": 100}   # still not ready: nothing moves
+    emu.all_ready()
+    env.tick(seconds=1)
+    assert env.weights() == {"v2": 100} and available(emu, "v2") == 10
+    assert env.status()["phase"] == "Promoted" and env.status()["stable"]["version"] == "v2"
+    assert "rollbackTo" not in env.status() and env.status()["rollbackDone"] == "v2@1"
+
+
+def test_a_retarget_with_dynamic_stable_scale_waits_for_stable_at_full_size(tmp_path, emu):
+    doc = promoted(replicas=10)
+    doc["spec"]["strategy"] = canary([10, 20, 50], 10, dynamicStableScale=True)
+    env = Env(tmp_path, emu, [doc])
+    while env.status().get("weight") != 50:
+        env.tick()
+    assert emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"] == 8
+    env.retarget("reviews", "v2", "v3")
+    env.tick(seconds=1, ready=False)
+    # the old canary keeps its 50% while stable scales back to full
+    assert env.weights() == {"v1": 50, "v2": 50} and env.status()["heldBy"] == "stable"
+    assert emu.get("deployments", "bookinfo", "reviews-v1")["spec"]["replicas"] == 10
+    env.tick(seconds=1, ready=False)
+    assert env.weights() == {"v1": 50, "v2": 50}
+    emu.all_ready()
+    env.tick(seconds=1)
+    assert env.weights() == {"v1": 100} and available(emu, "v1") == 10
+    assert env.status()["canary"]["version"] == "v3" and "heldBy" not in env.status()

@@ -6,6 +6,13 @@ never a GET per object. Writes are server-side apply under the field manager
 ``sluice`` (force: Sluice owns the fields it renders) and deletes of objects
 whose labels say they are ours.
 
+Adopted objects (core/adopt.py) are read by a GET each, by name, and written
+only where Sluice owns a field: an adopted Deployment's ``spec.replicas`` by
+a server-side apply naming that field alone, an adopted VirtualService's one
+route by a JSON patch (a ``test`` of the route's name at its index, then its
+``route``; re-read and retried when the owner moved it meanwhile). They carry
+no label of Sluice's and are never pruned or deleted.
+
 API errors are translated here: 409 re-read and re-applied, 429 and 5xx
 retried with bounded backoff (Retry-After honoured), 403 is a permanent
 ClusterForbidden naming the verb and resource, an unreachable server is a
@@ -25,8 +32,10 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.core import revision, sizing
-from reconciler.core.diff import APPLIED_ANNOTATION, Action, ObjRef, diff, ref_of, release_of, stamp
+from reconciler.core import adopt, revision, sizing
+from reconciler.core.diff import (
+    APPLIED_ANNOTATION, Action, ObjRef, SCALERS, diff, last_writer, owners, ref_of, release_of, stamp, unified,
+)
 from reconciler.core.model import (
     Applied, DEFAULT_INSTANCE, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_VERSION, MANAGED_BY_VALUE, Readiness,
     Release,
@@ -164,6 +173,47 @@ class Cluster:
                 # a concurrent writer: apply again on the new version
         raise ClusterError(f"apply {ref}: conflicts kept coming")
 
+    def get(self, ref: ObjRef) -> dict | None:
+        """One object by name (None when it does not exist)."""
+        group, version, plural = KINDS[(ref.api_version, ref.kind)]
+        obj = self._call("get", self._what(group, plural), ref.namespace, "GET",
+                         self._path(group, version, plural, ref.namespace, ref.name))
+        if obj is not None:
+            obj.setdefault("apiVersion", ref.api_version)
+            obj.setdefault("kind", ref.kind)
+        return obj
+
+    def scale(self, ref: ObjRef, replicas: int) -> dict:
+        """Apply ``spec.replicas`` alone to an adopted Deployment: Sluice's field manager
+        owns that field and no other, so nothing else of the object changes."""
+        body = {"apiVersion": ref.api_version, "kind": ref.kind,
+                "metadata": {"name": ref.name, "namespace": ref.namespace}, "spec": {"replicas": replicas}}
+        return self.apply(body)
+
+    def patch_route(self, ref: ObjRef, route: str, destinations: list[dict], attempts: int = 3) -> dict:
+        """Set the destinations of ``route`` in an adopted VirtualService by a JSON patch
+        (adopt.route_patch) on the object as just read; a failed test (the owner moved
+        or renamed routes meanwhile: 422) or a conflict re-reads and tries again."""
+        group, version, plural = KINDS[(ref.api_version, ref.kind)]
+        for attempt in range(1, attempts + 1):
+            live = self.get(ref)
+            if live is None:
+                raise ClusterError(f"VirtualService {ref.namespace}/{ref.name} (spec.service.virtualServiceRef) "
+                                   "does not exist")
+            try:
+                ops = adopt.route_patch(live, route, destinations)
+            except ValueError as exc:
+                raise ClusterError(f"{exc} (spec.service.virtualServiceRef)") from exc
+            try:
+                return self._call("patch", self._what(group, plural), ref.namespace, "PATCH",
+                                  self._path(group, version, plural, ref.namespace, ref.name),
+                                  query=[("fieldManager", FIELD_MANAGER)], body=ops,
+                                  content_type="application/json-patch+json")
+            except (ClusterInvalid, ClusterConflict):
+                if attempt == attempts:
+                    raise
+        raise ClusterError(f"patch {ref}: gave up after {attempts} attempts")
+
     def delete(self, ref: ObjRef) -> None:
         group, version, plural = KINDS[(ref.api_version, ref.kind)]
         self._call("delete", self._what(group, plural), ref.namespace, "DELETE",
@@ -216,7 +266,8 @@ def version_readiness(rel: Release, live: Mapping[ObjRef, dict], now=None) -> di
             continue
         v = revision.name_of(ver)
         if rel.is_mesh:
-            dep = live.get(ObjRef("apps/v1", "Deployment", rel.namespace, f"{rel.name}-{v}"))
+            name = adopt.workload_ref(rel) if v == adopt.revision_of(rel) else f"{rel.name}-{v}"
+            dep = live.get(ObjRef("apps/v1", "Deployment", rel.namespace, name))
         else:
             dep = live.get(ObjRef("apps/v1", "Deployment", rel.namespace, rel.name))
             labels = ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -247,26 +298,89 @@ class KubernetesTarget:
         self.live: dict[ObjRef, dict] = {}
         self._by_release: dict[str | None, list[dict]] | None = None
         self.namespaces: set[str] | None = None   # from the inventory, read once per process
-        # VirtualService -> (fingerprint, live since, whether that is only when this process first saw it)
-        self._routed: dict[ObjRef, tuple[str | None, datetime, bool]] = {}
+        # a VirtualService of Sluice's, or (VirtualService, route) of an adopted one (several releases may
+        # each adopt one route of it) -> (fingerprint, live since, whether that is only when this process
+        # first saw it)
+        self._routed: dict[ObjRef | tuple[ObjRef, str], tuple[str | None, datetime, bool]] = {}
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)   # the controller sets its own
+        self.adopted: dict[str, dict[ObjRef, dict | None]] = {}   # release -> its adopted objects (None: not found)
+        # release -> objects it would create that exist and are not its own (someone else's): held
+        self.foreign: dict[str, dict[ObjRef, str]] = {}
 
     def observe(self, releases: list[Release]) -> None:
         if self.namespaces is None:
             self.namespaces = self.cluster.read_inventory(self.inventory_namespace, self.inventory_name) or set()
         wanted = {r.namespace for r in releases}
         self.live = self.cluster.list_managed(self.namespaces | wanted, self.instance)
+        self.adopted = {r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}
         self._by_release = None
+        for key, refs in list(self.foreign.items()):   # a clash holds until its object is gone or ours
+            self.foreign[key] = {ref: why for ref, why in refs.items() if self._not_ours(key, ref)}
+            if not self.foreign[key]:
+                del self.foreign[key]
+
+    def _not_ours(self, key: str, ref: ObjRef) -> str | None:
+        """Why ``ref``, which release ``key`` is about to create, must not be applied: it exists
+        and is not that release's (an owner's object of the same name: an apply would take it
+        over, replace its lists, and a prune would later delete it). A read that fails counts
+        as a clash (fail closed)."""
+        try:
+            obj = self.cluster.get(ref)
+        except (ClusterError, ClusterForbidden) as exc:
+            return f"{ref.kind} {ref.namespace}/{ref.name} could not be read before creating it ({exc})"
+        if obj is None or (release_of(obj) == key and _of_instance(obj, self.instance)):
+            return None
+        hint = {"Service": "rename it, or set spec.service.create: false to use it as it is",
+                "Deployment": "rename it, or adopt it with spec.workloadRef (dropping workloadRef: promote a "
+                              "Sluice revision first, then drop it)"}.get(ref.kind, "rename it or the release's service")
+        return (f"{ref.kind} {ref.namespace}/{ref.name} exists and is not Sluice's: applying would take it over "
+                f"(and a prune would delete it); remove it, {hint}")
+
+    def foreign_problems(self, rel: Release) -> list[tuple[tuple[Any, ...], str]]:
+        """(spec path, message) of each object ``rel`` would create that exists and is not its own."""
+        where = ("spec", "service", "name") if "name" in rel.service else ("spec", "service")
+        return [(where if ref.kind != "Deployment" else ("spec", "target"), why)
+                for ref, why in sorted(self.foreign.get(rel.key, {}).items(), key=lambda kv: str(kv[0]))]
+
+    def _read_adopted(self, rel: Release) -> dict[ObjRef, dict | None]:
+        """GET each object ``rel`` adopts; one that cannot be read counts as missing (logged),
+        which holds the release, never the others."""
+        out: dict[ObjRef, dict | None] = {}
+        for ref in adopt_refs(rel):
+            try:
+                out[ref] = self.cluster.get(ref)
+            except (ClusterError, ClusterForbidden) as exc:
+                log.error("release=%s cannot read adopted %s: %s", rel.key, ref, exc)
+                out[ref] = None
+        return out
 
     def readiness(self, rel: Release) -> dict[str, Readiness]:
-        return version_readiness(rel, self.live)
+        """Readiness of ``rel``'s revisions; an adopted VirtualService without its route
+        raises (the controller holds the release with this message)."""
+        ref = adopt.route_ref(rel)
+        if ref:
+            vs = self.adopted.get(rel.key, {}).get(adopt_refs(rel)[-1])
+            if vs is None:
+                raise ClusterError(f"{rel.path}: spec.service.virtualServiceRef: VirtualService {ref['name']} was "
+                                   f"not found in namespace {rel.namespace}: the release is held")
+            if adopt.route_index(vs, ref["route"]) is None:
+                raise ClusterError(f"{rel.path}: spec.service.virtualServiceRef: VirtualService {ref['name']} has "
+                                   f"no http route named {ref['route']!r}: the release is held")
+            why = adopt.route_problem(rel, vs, ref["route"])
+            if why:
+                raise ClusterError(f"{rel.path}: spec.service.virtualServiceRef: VirtualService {ref['name']}: "
+                                   f"{why}: the release is held")
+        found = {r: o for r, o in self.adopted.get(rel.key, {}).items() if o is not None}
+        return version_readiness(rel, {**self.live, **found})
 
     def objects_of(self, release: str) -> list[dict]:
+        """The release's own objects, then those it adopts (read by name, never ours to prune)."""
         if self._by_release is None:   # indexed once per observation: a pass asks once per release
             self._by_release = {}
             for obj in self.live.values():
                 self._by_release.setdefault(release_of(obj), []).append(obj)
-        return self._by_release.get(release, [])
+        theirs = [o for o in self.adopted.get(release, {}).values() if o is not None]
+        return self._by_release.get(release, []) + theirs
 
     def applied(self, rel: Release, desired: list[dict], settings: Mapping[str, Any]) -> Applied:
         """The routing of ``desired`` is live once every VirtualService in it is, as
@@ -278,19 +392,31 @@ class KubernetesTarget:
         so a restart costs an in-flight step at most one interval (``estimated``:
         guard checks still count failures meanwhile)."""
         routes = [o for o in desired if o.get("kind") == "VirtualService"]
-        if not routes:
+        intents = [adopt.read_intent(o)[1] for o in desired if adopt.is_intent(o)]
+        adopted = [r for r in intents if r is not None]   # an adopted VirtualService's one route
+        if not routes and not adopted:
             return Applied(None, known=False)
         since, estimated = [], False
+        carried: list[tuple[ObjRef | tuple[ObjRef, str], str | None]] = []
         for obj in routes:
             ref = ref_of(obj)
             live = self.live.get(ref)
             if live is None or any(a.op != "delete" for a in diff(self._stamped([obj]), {ref: live})):
                 return Applied(None, waiting=f"VirtualService {ref.namespace}/{ref.name} does not carry this "
                                              "step's routing yet")
+            carried.append((ref, _fingerprint_of(live)))
+        for route in adopted:
+            ref = ObjRef("networking.istio.io/v1", "VirtualService", rel.namespace, route["name"])
+            live = self.adopted.get(rel.key, {}).get(ref)
+            if live is None or not adopt.carries(live, route["route"], route["destinations"]):
+                return Applied(None, waiting=f"route {route['route']} of VirtualService {ref.namespace}/{ref.name} "
+                                             "does not carry this step's routing yet")
+            carried.append(((ref, route["route"]), adopt.route_fingerprint(live, route["route"])))
+        for ref, print_ in carried:
             fp, at, guessed = self._routed.get(ref, (None, None, False))
-            if fp != _fingerprint_of(live):
+            if fp != print_:
                 at, guessed = self.clock(), True
-                self._routed[ref] = (_fingerprint_of(live), at, True)   # kept: the same answer next pass
+                self._routed[ref] = (print_, at, True)   # kept: the same answer next pass
             since.append(at)
             estimated = estimated or guessed
         return Applied(max(since), estimated=estimated)
@@ -302,11 +428,22 @@ class KubernetesTarget:
         return [stamp(o, instance=self.instance, live=self.live.get(ref_of(o))) for o in objs]
 
     def _actions(self, key: str, objs: list[dict], report) -> list[Action] | None:
-        """One release's actions (create/update), or None when working them out failed
-        (that release is then left as it runs, and nothing of it is pruned)."""
+        """One release's actions (create/update, and scale/route of what it adopts), or None
+        when working them out failed (that release is then left as it runs, nothing of it pruned)."""
         try:
             live = {ref_of(o): o for o in self.objects_of(key)}
-            return [a for a in diff(self._stamped(objs), live) if a.op != "delete"]
+            theirs = set(self.adopted.get(key, {}))
+            clash = [str(ref_of(o)) for o in objs if ref_of(o) in theirs]
+            if clash:
+                raise ClusterError(f"{', '.join(clash)} is adopted: Sluice never applies a whole adopted object")
+            stamped = self._stamped(objs)
+            actions = [a for a in diff(stamped, live) if a.op != "delete"]
+            # a GET only for what is about to be created: is it someone else's under the same name?
+            foreign = {a.ref: why for a in actions if a.op == "create" for why in [self._not_ours(key, a.ref)] if why}
+            if foreign:
+                self.foreign[key] = foreign
+                raise ClusterError("; ".join(foreign.values()))
+            return actions + self._adopted_actions(key, stamped)
         except Exception as exc:   # noqa: BLE001 - one release's bad data must not stop the rest
             report.errors.append(f"{key}: {type(exc).__name__}: {exc}")
             log.error("release=%s cannot compare with the cluster: %s", key, exc, exc_info=True)
@@ -317,8 +454,40 @@ class KubernetesTarget:
         if not self.objects_of(key):
             return []   # never applied yet: creation, not drift
         live = {ref_of(o): o for o in self.objects_of(key)}
+        stamped = self._stamped(objs)
         return [(f"{a.ref.kind}/{a.ref.name}", a.by or "unknown")
-                for a in diff(self._stamped(objs), live) if a.why == "drift"]
+                for a in diff(stamped, live) + self._adopted_actions(key, stamped) if a.why == "drift"]
+
+    def _adopted_actions(self, key: str, stamped: list[dict]) -> list[Action]:
+        """What the release's intent ConfigMap (adopt.intent) asks of its adopted objects and
+        live does not have: a ``scale`` of the Deployment, a ``route`` patch of the
+        VirtualService. A difference while the intent is unchanged since Sluice applied it is
+        drift (someone else changed the field Sluice owns), recorded with who did it."""
+        intent = next((o for o in stamped if adopt.is_intent(o)), None)
+        if intent is None:
+            return []
+        mine = self.live.get(ref_of(intent))
+        unchanged = _fingerprint_of(mine or {}) == _fingerprint_of(intent)
+        out: list[Action] = []
+        dep, route = adopt.read_intent(intent)
+        found = self.adopted.get(key, {})
+        if dep is not None:
+            ref = ObjRef("apps/v1", "Deployment", ref_of(intent).namespace, dep["name"])
+            live = found.get(ref)
+            have = ((live or {}).get("spec") or {}).get("replicas")
+            scaled = owners(live, "spec", "replicas") & SCALERS and FIELD_MANAGER not in owners(live, "spec", "replicas")
+            if live is not None and have != dep["replicas"] and not (scaled and dep["replicas"]):
+                text = unified(ref, {"spec": {"replicas": have}}, {"spec": {"replicas": dep["replicas"]}})
+                out.append(Action("scale", ref, {"replicas": dep["replicas"]}, live, text,
+                                  "drift" if unchanged and mine else "git", _writer(live, "spec", "replicas")))
+        if route is not None:
+            ref = ObjRef("networking.istio.io/v1", "VirtualService", ref_of(intent).namespace, route["name"])
+            live = found.get(ref)
+            if live is not None and not adopt.carries(live, route["route"], route["destinations"]):
+                text = unified(ref, {"route": adopt.route_of(live, route["route"])}, {"route": route["destinations"]})
+                out.append(Action("route", ref, route, live, text, "drift" if unchanged and mine else "git",
+                                  _writer(live, "spec", "http")))
+        return out
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False):
         from reconciler.controller import ApplyReport
@@ -360,6 +529,9 @@ class KubernetesTarget:
             self.namespaces = (self.namespaces or set()) | holding
 
     def _do(self, action: Action, report) -> None:
+        if action.op in ("scale", "route"):
+            self._do_adopted(action, report)
+            return
         if action.op == "delete":
             self.cluster.delete(action.ref)
             self.live.pop(action.ref, None)
@@ -384,6 +556,39 @@ class KubernetesTarget:
         self.live[action.ref] = applied or action.desired
         if action.ref.kind == "VirtualService":   # when this routing went live, by the controller's clock
             self._routed[action.ref] = (_fingerprint_of(self.live[action.ref]), self.clock(), False)
+
+
+    def _do_adopted(self, action: Action, report) -> None:
+        """Write the one field Sluice owns of an adopted object; keep what came back."""
+        if action.op == "scale":
+            applied = self.cluster.scale(action.ref, action.desired["replicas"])
+        else:
+            applied = self.cluster.patch_route(action.ref, action.desired["route"], action.desired["destinations"])
+            route = action.desired["route"]
+            self._routed[(action.ref, route)] = (adopt.route_fingerprint(applied, route), self.clock(), False)
+        report.updated += 1
+        if action.why == "drift":
+            report.drifted.append(f"{action.ref.kind}/{action.ref.name}")
+        for objs in self.adopted.values():   # every release adopting it sees what came back
+            if action.ref in objs:
+                objs[action.ref] = applied
+
+
+def _writer(live: Mapping[str, Any], *path: str) -> str:
+    """Who other than Sluice owns the field at ``path`` of an adopted object (the owner's
+    other fields are theirs anyway), else its last writer."""
+    who = sorted(owners(live, *path) - {FIELD_MANAGER})
+    return ", ".join(who) if who else last_writer(live)
+
+
+def adopt_refs(rel: Release) -> list[ObjRef]:
+    """The objects ``rel`` adopts: its Deployment, then its VirtualService."""
+    out = []
+    if adopt.workload_ref(rel):
+        out.append(ObjRef("apps/v1", "Deployment", rel.namespace, adopt.workload_ref(rel)))
+    if adopt.route_ref(rel):
+        out.append(ObjRef("networking.istio.io/v1", "VirtualService", rel.namespace, adopt.route_ref(rel)["name"]))
+    return out
 
 
 def _immutable(exc: Exception) -> bool:

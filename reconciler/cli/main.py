@@ -2,7 +2,7 @@
 
 Each command lives in ``reconciler/cli/commands/<name>.py`` and exposes a
 click command named ``command``. Read-only commands (validate, render, plan,
-status, history) never write to the repo, the cluster or anywhere else;
+status, history, ui) never write to the repo, the cluster or anywhere else;
 steering commands (pause, resume, abort, approve, retry, and the emergency
 promote --full and rollback) are kept apart.
 
@@ -22,9 +22,9 @@ from reconciler.errors import SluiceError
 
 # Order is the order of `sluice --help`.
 COMMANDS = (
-    "validate", "render", "plan", "status", "history",
+    "validate", "render", "plan", "status", "history", "ui",
     "pause", "resume", "abort", "approve", "retry", "promote", "rollback",
-    "run", "demo",
+    "run", "demo", "hook",
 )
 
 

@@ -29,7 +29,7 @@ from reconciler.core.model import (
     DEFAULT_INTERVAL, DEFAULT_MAX_FAILED_CHECKS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_SCALE_DOWN_DELAY,
     DOWN_PHASES, LIVE_PHASES, Applied, Event, MetricResult, Readiness, Release, canary_step_specs, canary_steps,
 )
-from reconciler.core import revision
+from reconciler.core import adopt, hooks, revision
 
 LIVE = LIVE_PHASES
 NOT_READY_RECHECK = 5.0   # seconds between readiness looks while a version starts
@@ -307,7 +307,12 @@ def _rollback_to(c: _Ctx) -> Decision | None:
     the rollback window (``status.previous``, with its snapshot) at 100% at once, no canary:
     it already ran at 100%. What was running or rolling out is recorded as rolled back, so
     it does not start again before a retry or a new target. Each request acts once
-    (``status.rollbackDone``). Applied before its commit lands (invariant 1's exception)."""
+    (``status.rollbackDone``). Applied before its commit lands (invariant 1's exception).
+
+    Its pods still run (it is ``status.retiring``, within scaleDownDelay): the switch is
+    at once. They are gone: it is brought up first, as the new version at full size
+    (``status.rollbackTo``, sizing.py), while the stable keeps 100% (a rollout in flight
+    is rolled back at once); traffic moves once it is ready, as promote --full waits."""
     want = str(c.rel.spec.get("rollback") or "")
     if not want or want == str(c.st.get("rollbackDone") or ""):
         return None
@@ -316,9 +321,19 @@ def _rollback_to(c: _Ctx) -> Decision | None:
     if back is None or name not in (c.st.get("snapshots") or {}) or revision.name_of(c.st.get("stable")) == name:
         return None   # not a revision Sluice can return to as it ran: the usual flow goes on
     old = revision.entry(c.st.get("stable"))
-    live = c.st.get("phase") in LIVE and c.st.get("canary")
+    waited = c.st.get("rollbackTo") == want   # brought up by an earlier pass; its canary entry is `back`
+    live = c.st.get("phase") in LIVE and c.st.get("canary") and not waited
     new = {**revision.entry(back), "revision": name}
     down = revision.entry(c.st["canary"]) if live else (None if revision.same(c.target, back) else c.target)
+    if waited:
+        down = revision.entry(c.st.get("rolledBack"))
+    running = revision.name_of(c.st.get("retiring")) == name or not c.rel.is_mesh
+    if not running:
+        ready = c.obs.readiness.get(name)
+        if waited and not (ready and ready.ready):
+            return Decision(c.st, next_check_in=NOT_READY_RECHECK)   # its pods are starting; stable keeps 100%
+        if not waited:
+            return _rollback_to_start(c, want, new, down, live)
     status: dict[str, Any] = {"phase": "Promoted", "message": f"rolled back to {revision.display(new)} by spec.rollback",
                               "stable": new, "weight": 100, "step": 0, "failedChecks": 0,
                               "startedAt": iso(c.now), "stepStartedAt": iso(c.now), "rollbackDone": want}
@@ -336,10 +351,58 @@ def _rollback_to(c: _Ctx) -> Decision | None:
     gone = revision.display(c.st["canary"] if live else old)
     prev = int(c.st.get("weight", 0)) if live else 100
     summary = f"rollback {gone} -> {revision.display(new)}: {revision.display(new)} 100% now (spec.rollback)"
+    if waited:
+        summary += ", once its pods were ready"
     event = Event(release=c.rel.key, action="rollback", summary=summary, weight=100, previous_weight=100 - prev,
                   version=revision.display(new), stable=revision.display(new), phase="Promoted",
                   reason=f"rollback --to {name} ({want}): a revision of the rollback window, no canary")
     return Decision(status, event, urgent=True, next_check_in=delay)
+
+
+def _rollback_to_start(c: _Ctx, want: str, new: Mapping[str, Any], down: Mapping[str, Any] | None,
+                       live: bool) -> Decision:
+    """``spec.rollback`` to a revision whose pods are gone: bring it up at full size as
+    the new version, the stable serving 100% meanwhile; ``_rollback_to`` switches once
+    it is ready. A rollout in flight is rolled back now (urgent, as any rollback)."""
+    name = revision.name_of(new)
+    status: dict[str, Any] = {
+        "phase": "Progressing", "stable": c.st.get("stable"), "canary": dict(new), "weight": 0, "step": 0,
+        "failedChecks": 0, "startedAt": iso(c.now), "stepStartedAt": iso(c.now), "rollbackTo": want,
+        "message": f"rollback --to {name}: its pods were scaled down; starting them at full size, "
+                   f"{revision.display(c.st.get('stable'))} keeps 100% until they are ready"}
+    for key in ("retiring", "previous", "snapshots", "rollbackDone"):
+        if c.st.get(key):
+            status[key] = c.st[key]
+    if down:
+        status["rolledBack"] = {**down, "retry": int(c.rel.spec.get("retry", 0)),
+                                "reason": f"rollback --to {name}", "at": iso(c.now)}
+    prev = int(c.st.get("weight", 0)) if live else 0
+    summary = (f"rollback --to {name}: starting {revision.display(new)} at full size before traffic moves"
+               + (f"; {revision.display(c.st['canary'])} {prev}% -> 0%" if live else ""))
+    event = c.event("hold", summary, status, reason=f"rollback --to {name} ({want}): its pods are gone", prev=prev)
+    return Decision(status, event, urgent=bool(live), next_check_in=NOT_READY_RECHECK)
+
+
+def _stable_first(c: _Ctx) -> Decision | None:
+    """A retarget while dynamicStableScale has shrunk the stable: the new target starts at
+    0%, so the stable takes back the traffic of the version it replaces. Until the stable
+    is at full size again (``status.heldBy: stable``, sizing.py) that version keeps its
+    weight; no step moves. None: nothing to wait for."""
+    from reconciler.core import sizing   # (sizing imports this module)
+    stable = revision.name_of(c.st.get("stable"))
+    full = sizing.full_size(c.rel).replicas
+    if c.st.get("heldBy") != "stable":
+        if full is None or sizing.stable_pods(c.rel, full, int(c.st.get("step", 0))) >= full:
+            return None
+        canary, weight = revision.display(c.st["canary"]), c.st.get("weight", 0)
+        status = {**c.st, "heldBy": "stable",
+                  "message": f"retarget to {revision.display(c.target)}: {canary} keeps {weight}% until "
+                             f"{revision.display(c.st['stable'])} is back at {full} pods"}
+        return Decision(status, c.event("hold", f"{canary} held at {weight}%: {stable} scales back to {full} "
+                                                f"pods before the retarget", status,
+                                        reason="dynamicStableScale"), next_check_in=NOT_READY_RECHECK)
+    ready = c.obs.readiness.get(stable)
+    return None if ready is not None and ready.ready else Decision(c.st, next_check_in=NOT_READY_RECHECK)
 
 
 def _rollback(c: _Ctx, phase: str, reason: str, *, evidence: bool = True) -> Decision:
@@ -474,8 +537,13 @@ def rebuild_doubts(rel: Release, running: tuple[Mapping[str, Any], ...] | None) 
     the same version), or the spec says abort. Rebuilding then would put untested
     content on every pod of that name; the release holds until a person restores the
     status (git history has it) or gives the target a new version."""
+    adoption = adopt.problems(rel, running)   # spec.workloadRef: found, not Sluice's, told apart by version
+    if adoption:
+        return adoption
     if rel.status.get("stable") or not running:
         return []
+    if adopt.workload_ref(rel):
+        return adopt.lost_status(rel, running)
     target = revision.target(rel)
     for v in running:
         clash = v["version"] == target["revision"] and (
@@ -488,6 +556,25 @@ def rebuild_doubts(rel: Release, running: tuple[Mapping[str, Any], ...] | None) 
         return [(("spec", "abort"), "the status is missing and spec.abort is set: restore the status block from "
                                     "git history, or remove spec.abort to start the target's rollout")]
     return []
+
+
+def rollback_doubts(rel: Release) -> list[tuple[tuple[Any, ...], str]]:
+    """Why ``spec.rollback`` (``sluice rollback --to``) cannot be done: the revision it names
+    is not in the rollback window with a snapshot (``_rollback_to`` would pass it by)."""
+    want = str(rel.spec.get("rollback") or "")
+    st = rel.status
+    if not want or not st.get("stable") or want == str(st.get("rollbackDone") or ""):
+        return []
+    name = want.partition("@")[0]
+    if revision.name_of(st.get("stable")) == name or st.get("rollbackTo") == want:
+        return []
+    window = [revision.name_of(p) for p in st.get("previous") or ()]
+    if name in window and name in (st.get("snapshots") or {}):
+        return []
+    known = ", ".join(n for n in window if n in (st.get("snapshots") or {})) or "none"
+    return [(("spec", "rollback"), f"spec.rollback names {name}, which is not a revision of the rollback window "
+                                   f"recorded with its snapshot (status.previous: {known}): nothing was rolled "
+                                   "back; name one of those, or remove spec.rollback")]
 
 
 CHECKED = ("Progressing", "WaitingApproval")   # phases whose new version takes traffic and is judged
@@ -654,6 +741,10 @@ def _progressing(c: _Ctx) -> Decision:
     if not c.rel.is_mesh:
         return _promote(c)
     if step == 0:
+        if c.obs.analysis is not None:
+            return _judge(c, 0)   # the pre-rollout hooks answered (core.hooks): pass -> step 1, else counted
+        if hooks.gates_first_step(c.rel):
+            return Decision(c.st, next_check_in=NOT_READY_RECHECK)   # never past them unasked
         return _enter_stage(c, 1)
     if c.obs.guard:
         # judged before the step's own window: at the weight still live while the step's routing is not
@@ -676,12 +767,16 @@ def _progressing(c: _Ctx) -> Decision:
         return Decision(c.st, next_check_in=NOT_READY_RECHECK)
     if c.st.get("phase") == "WaitingApproval":
         waiting = c.st.get("waitingFor", "promotion")
-        if approved(c.rel, c.st["canary"]["version"], waiting):
+        ok = approved(c.rel, c.st["canary"]["version"], waiting)
+        verdict = _verdict(c.obs) if c.obs.analysis is not None else None
+        if verdict == "fail" or (ok and verdict == "hold"):
+            # fail closed: an approval never moves traffic in a pass whose check (metrics, pre-promotion
+            # hooks) failed or could not be judged; it counts as any failed check (a dark launch rolls back)
+            return _judge(c, step)
+        if ok:
             if waiting == "promotion":
                 return _promote(c, reason=f"approved: {c.rel.spec.get('approve')}")
             return _enter_stage(c, int(waiting[5:]), action="approve")
-        if c.obs.analysis is not None and _verdict(c.obs) == "fail":
-            return _judge(c, step)   # a dark launch still rolls back on failing checks
         return Decision(c.st)
     if c.obs.analysis is None:
         return Decision(c.st, next_check_in=_until_due(c, step))
@@ -707,8 +802,13 @@ def _without_status(c: _Ctx) -> Decision:
     through the strategy from its first step, even if it already had a share.
     The target found scaled to 0 beside a serving version was rolled back: it
     stays rolled back until ``spec.retry`` changes. A lost status never promotes."""
+    found = next((v for v in c.obs.running or () if v.get("adopted")), None)
+    if found is not None:
+        if adopt.lost_status(c.rel, c.obs.running or ()):
+            return Decision(c.st)   # not a first adoption: held (rebuild_doubts says why, at file:line)
+        return _adopt_workload(c, found)
     target = c.target
-    seen = [v for v in c.obs.running or () if v.get("version")]
+    seen = [v for v in c.obs.running or () if v.get("version") and not v.get("adopted")]
     serving = [v for v in seen if v.get("replicas", 1)]
 
     def is_target(v: Mapping[str, Any]) -> bool:
@@ -741,6 +841,23 @@ def _without_status(c: _Ctx) -> Decision:
     return _start(c, note=f"status was missing; stable {current['version']} from what runs")
 
 
+def _adopt_workload(c: _Ctx, found: Mapping[str, Any]) -> Decision:
+    """``spec.workloadRef`` on a first pass: the Deployment that runs becomes the stable
+    revision (named by its ``version`` label) as it is, its pod template recorded in
+    ``status.adopted`` as the template of new revisions. Nothing of it changes; the
+    target, when it differs, rolls out from the next pass through the strategy."""
+    record = adopt.status_of(found)
+    stable = {"version": found["version"], "image": found["image"], "revision": found["version"],
+              "hash": revision.hash_of_content(found["image"], adopt.snapshot(c.rel, record))}
+    status = {"phase": "Promoted", "message": f"Deployment {found['adopted']} adopted as stable {found['version']}",
+              "stable": stable, "weight": 100, "step": 0, "failedChecks": 0, "stepStartedAt": iso(c.now),
+              "adopted": record}
+    return Decision(status, c.event("adopt", f"adopt Deployment {found['adopted']} as stable {found['version']}",
+                                    status, prev=0, reason=f"spec.workloadRef: {found['adopted']} runs "
+                                                           f"{found['image']}; its pod template is the template "
+                                                           "of new revisions"))
+
+
 def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
     """The next status of ``release`` and the event to commit, if any (before snapshots)."""
     c = _Ctx(release, obs, now)
@@ -751,35 +868,7 @@ def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
         return _without_status(c)
     live = phase in LIVE and st.get("canary")
     if live:
-        canary = _ver(st["canary"])
-        back = _rollback_to(c)   # a person's rollback --to: before anything, pending or not
-        if back is not None:
-            return back
-        pending = obs.rollback
-        if pending and revision.name_of(pending) == revision.name_of(st["canary"]):
-            return _pending_rollback(c, pending)
-        if spec.get("abort"):
-            return _rollback(c, "Aborted", "aborted by spec.abort", evidence=False)
-        if not revision.same(canary, target):
-            if revision.same(target, stable):
-                return _rollback(c, "RolledBack", f"target set back to {stable['version']}", evidence=False)
-            return _start(c, "retarget", f"{revision.display(canary)} replaced by {revision.display(target)}")
-        full = _full_promote(c)
-        if full is not None:
-            return full
-        if spec.get("paused"):
-            if phase == "Paused":
-                return Decision(st)
-            status = {**st, "phase": "Paused", "pausedPhase": phase, "message": "paused by spec.paused"}
-            return Decision(status, c.event("pause", f"pause {revision.display(canary)} at {st.get('weight', 0)}%",
-                                            status))
-        if phase == "Paused":
-            status = {**st, "phase": st.get("pausedPhase", "Progressing"), "stepStartedAt": iso(now),
-                      "message": "resumed"}
-            status.pop("pausedPhase", None)
-            return Decision(status, c.event("resume", f"resume {revision.display(canary)} at {st.get('weight', 0)}%",
-                                            status))
-        return _progressing(c)
+        return _before_check(c) or _progressing(c)
     # not rolling out
     back = _rollback_to(c)
     if back is not None:
@@ -793,6 +882,54 @@ def _decide(release: Release, obs: Observations, now: datetime) -> Decision:
     if not st["stable"].get("hash"):
         return _adopt(c)
     return _retire(c) or Decision(st)
+
+
+def _before_check(c: _Ctx) -> Decision | None:
+    """What a live rollout does before any check is looked at: a person's rollback --to, a
+    pending rollback, spec.abort, a new target, promote --full, a pause or a resume. None:
+    the rollout goes on (``_progressing``), where checks count."""
+    st, spec, target, now = c.st, c.rel.spec, c.target, c.now
+    stable, canary, phase = _ver(st.get("stable")), _ver(st["canary"]), st.get("phase")
+    back = _rollback_to(c)   # a person's rollback --to: before anything, pending or not
+    if back is not None:
+        return back
+    pending = c.obs.rollback
+    if pending and revision.name_of(pending) == revision.name_of(st["canary"]):
+        return _pending_rollback(c, pending)
+    if spec.get("abort"):
+        return _rollback(c, "Aborted", "aborted by spec.abort", evidence=False)
+    if not revision.same(canary, target):
+        if revision.same(target, stable):
+            return _rollback(c, "RolledBack", f"target set back to {stable['version']}", evidence=False)
+        return _stable_first(c) or _start(c, "retarget", f"{revision.display(canary)} replaced by "
+                                                         f"{revision.display(target)}")
+    full = _full_promote(c)
+    if full is not None:
+        return full
+    if spec.get("paused"):
+        if phase == "Paused":
+            return Decision(st)
+        status = {**st, "phase": "Paused", "pausedPhase": phase, "message": "paused by spec.paused"}
+        return Decision(status, c.event("pause", f"pause {revision.display(canary)} at {st.get('weight', 0)}%",
+                                        status))
+    if phase == "Paused":
+        status = {**st, "phase": st.get("pausedPhase", "Progressing"), "stepStartedAt": iso(now),
+                  "message": "resumed"}
+        status.pop("pausedPhase", None)
+        return Decision(status, c.event("resume", f"resume {revision.display(canary)} at {st.get('weight', 0)}%",
+                                        status))
+    return None
+
+
+def check_ignored(release: Release, obs: Observations, now: datetime) -> bool:
+    """Whether a check of ``release`` now would not count: decide acts before it looks at one
+    (``_before_check``: spec.abort, a pause, a retarget or its wait for the stable, a rollback
+    --to, a pending rollback, promote --full). The controller sends no gating hook then, so
+    none is waited for in vain. ``obs`` without analysis."""
+    st = release.status
+    if st.get("phase") not in LIVE or not st.get("canary") or _ver(st.get("stable")) is None:
+        return False
+    return _before_check(_Ctx(release, obs, now)) is not None
 
 
 def _retire(c: _Ctx) -> Decision | None:
@@ -821,7 +958,7 @@ def decide(release: Release, obs: Observations, now: datetime) -> Decision:
         # a new step (or a new rollout, or a rollback): what was true of the last step's routing is not
         d = replace(d, status={k: v for k, v in d.status.items() if k not in STEP_SCOPED})
     # a person's emergency request acts once: remembered through every later transition
-    for key in ("rollbackDone", "promoteDone"):
+    for key in ("rollbackDone", "promoteDone", "adopted"):   # (adopted: what an adopted Deployment runs)
         if release.status.get(key) and key not in d.status:
             d = replace(d, status={**d.status, key: release.status[key]})
     snaps = revision.snapshots(release, d.status, revision.target(release))

@@ -18,13 +18,17 @@ keyed lists with other managers' items):
   keyed list items) are not drift. Quantities compare canonically (``1000m``
   equals ``1``), keyed lists (containers by name, ports by port) by key.
 
-``spec.replicas`` is yielded to a scaler: once the HPA's manager
-(``kube-controller-manager``, also KEDA's through its HPA) took it in
-``managedFields``, Sluice leaves it out of what it applies, but for a 0 (a
-rolled-back version is scaled to nothing, whoever scaled it before). Anyone
-else's change to it (``kubectl scale``) is drift, put back. A Deployment an
-autoscaler owns from the start (``spec.autoscaling``) is rendered without
-``replicas``: the server's default (1) is not drift.
+``spec.replicas`` follows the spec, explicitly. A release without
+``spec.autoscaling`` owns it: Sluice writes it (forced, as every field it
+applies), so anyone else's change is drift, put back, whoever made it
+(``kubectl scale``, and an HPA or KEDA scaler Sluice was not told about: it
+will be fought; declare ``spec.autoscaling``), and a release whose
+autoscaling was switched off takes the count back from
+``kube-controller-manager`` on the next pass. A release with
+``spec.autoscaling`` renders its Deployments without ``replicas`` (but a
+rolled-back version's 0): Sluice never writes them, and the server's default
+(1) is not drift. Switching a running release to autoscaling hands the
+field over (``handed_over``) without dropping its pods.
 
 ``render_diff`` prints a ``kubectl diff``-style unified YAML diff that plan
 and ``status --live`` reuse.
@@ -49,7 +53,7 @@ SERVER_META = ("resourceVersion", "uid", "generation", "managedFields", "creatio
 SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
 APPLIED_ANNOTATION = "sluice.dev/applied"   # fingerprint of the desired object Sluice last applied
 # field managers that scale Deployments: the HorizontalPodAutoscaler (and KEDA, through its HPA) writes
-# replicas as kube-controller-manager. A person's `kubectl scale` is drift, put back.
+# replicas as kube-controller-manager (handed_over stops holding the count once it has)
 SCALERS = frozenset({"kube-controller-manager"})
 # keyed lists a real API server merges across managers (strategic merge keys of the core types)
 MERGE_KEYS = {"containers": ("name",), "initContainers": ("name",), "env": ("name",), "volumes": ("name",),
@@ -106,43 +110,32 @@ def owners(live: Mapping[str, Any] | None, *path: str) -> set[str]:
     return out
 
 
-def yielded(live: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """Fields of ``live`` Sluice leaves to another manager: ``replicas`` once a scaler
-    took it (changed it with an update, so Sluice no longer co-owns it)."""
-    if (live or {}).get("kind") != "Deployment":
-        return ()
-    who = owners(live, "spec", "replicas")
-    return ("replicas",) if who & SCALERS and FIELD_MANAGER not in who else ()
-
-
 def handed_over(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> int | None:
     """The live replica count Sluice keeps applying while it hands ``replicas`` to an
     autoscaler: the desired Deployment has none (an HPA owns them now), but Sluice still
     owns the live field and no scaler has changed it yet. Leaving it out at once would
     make the API server drop the field and default it to 1 pod; once the HPA changes it
-    (taking it over in managedFields) Sluice leaves it out (``yielded``)."""
+    (taking it over in managedFields) Sluice leaves it out. Never 0 (a version scaled
+    down by a rollback, now rolling out again): an HPA does nothing for a target at 0
+    replicas, so the field is dropped, the server defaults it to 1 and the HPA scales
+    from its minimum."""
     spec = desired.get("spec")
     if desired.get("kind") != "Deployment" or not isinstance(spec, Mapping) or "replicas" in spec:
         return None
     current = ((live or {}).get("spec") or {}).get("replicas")
     who = owners(live, "spec", "replicas")
-    if current is None or FIELD_MANAGER not in who or who & SCALERS:
+    if not current or FIELD_MANAGER not in who or who & SCALERS:
         return None
     return int(current)
 
 
 def stamp(obj: Mapping[str, Any], *, instance: str, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``obj`` as Sluice applies it: its instance label, the fields it yields left
-    out, and the fingerprint of that content."""
+    """``obj`` as Sluice applies it: its instance label, the live replica count it
+    still holds while handing them to an autoscaler, and the fingerprint of that content."""
     out = dict(obj)
     meta = dict(out.get("metadata") or {})
     meta["labels"] = dict(sorted({**(meta.get("labels") or {}), LABEL_INSTANCE: instance}.items()))
     out["metadata"] = meta
-    give = yielded(live)
-    if (out.get("spec") or {}).get("replicas") == 0:
-        give = ()   # a rolled-back version goes to 0 whoever scaled it (its HPA is gone with it)
-    if give and isinstance(out.get("spec"), Mapping):
-        out["spec"] = {k: v for k, v in out["spec"].items() if k not in give}
     held = handed_over(out, live)
     if held is not None:
         out["spec"] = {**out["spec"], "replicas": held}

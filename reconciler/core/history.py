@@ -47,6 +47,7 @@ class HistoryRecord:
     phase: str | None = None
     reason: str | None = None
     evidence: tuple[dict[str, Any], ...] = ()
+    hooks: tuple[dict[str, Any], ...] = ()   # fire-and-record hook results the commit records (Sluice-Hook)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,7 +55,7 @@ class HistoryRecord:
             "action": self.action, "subject": self.subject, "bySluice": self.by_sluice,
             "weight": self.weight, "previousWeight": self.previous_weight, "step": self.step,
             "version": self.version, "stable": self.stable, "phase": self.phase,
-            "reason": self.reason, "evidence": list(self.evidence),
+            "reason": self.reason, "evidence": list(self.evidence), "hooks": list(self.hooks),
         }
 
 
@@ -75,7 +76,7 @@ def record(raw: RawCommit, release: str) -> HistoryRecord:
         previous_weight=parsed.weight("Sluice-Previous-Weight"), step=parsed.get("Sluice-Step"),
         version=parsed.get("Sluice-Version"), stable=parsed.get("Sluice-Stable"),
         phase=parsed.get("Sluice-Phase"), reason=parsed.get("Sluice-Reason"),
-        evidence=tuple(parsed.evidence()),
+        evidence=tuple(parsed.evidence()), hooks=tuple(parsed.hooks()),
     )
 
 

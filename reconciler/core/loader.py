@@ -18,10 +18,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import analysis, notifications, podsecurity, policy as policies, routes, schema, tenancy
+from reconciler.core import (
+    adopt, analysis, hooks, notifications, podsecurity, policy as policies, routes, schema, sizing, tenancy,
+)
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import (
-    BUILTIN_METRICS, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
+    BUILTIN_METRICS, MESH_STRATEGIES, STRATEGIES, Problem, Release, RepoLoad, canary_steps, host_fqdn, target_container,
 )
 from reconciler.core.parse import YamlProblem, parse
 
@@ -139,7 +141,8 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
     if "minReplicas" in scaling and "maxReplicas" in scaling and scaling["minReplicas"] > scaling["maxReplicas"]:
         out.append((("spec", "autoscaling", "minReplicas"), f"minReplicas {scaling['minReplicas']} is above "
                     f"maxReplicas {scaling['maxReplicas']}: the API server refuses such an HPA", False))
-    if target_container(spec, meta["name"]) is None:
+    out += _adoption_checks(spec)
+    if "template" in spec and target_container(spec, meta["name"]) is None:
         want = (spec.get("target") or {}).get("container")
         msg = (f"the pod template has no container named {want!r}" if want else
                "cannot tell which container gets the target image: name one container like the "
@@ -152,6 +155,37 @@ def _release_checks(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
                         f"{len(canary_steps(strategy['canary']))} steps", False))
     out += _durations(doc)
     out += routes.problems(path, doc)   # ports, and the Istio options checked against Istio's schemas
+    out += sizing.problems(doc)   # scalerRef and replicas: 0 where no sizing can serve them
+    return out
+
+
+def _adoption_checks(spec: Mapping[str, Any]) -> list[_Raw]:
+    """``spec.workloadRef`` and ``spec.service.virtualServiceRef`` (core/adopt.py): what
+    they cannot be combined with. The template comes from the spec or the adopted
+    Deployment, never both (which would win is not obvious)."""
+    out: list[_Raw] = []
+    kind = next((k for k in spec["strategy"] if k in STRATEGIES), "canary")
+    if "workloadRef" in spec:
+        if "template" in spec:
+            out.append((("spec", "template"), "spec.template and spec.workloadRef exclude each other: new revisions "
+                        "copy the adopted Deployment's pod template; remove one", False))
+        if kind not in MESH_STRATEGIES:
+            out.append((("spec", "workloadRef"), f"spec.workloadRef needs a mesh strategy (not {kind}): the adopted "
+                        "Deployment stays as it is while new revisions run beside it", False))
+        if "autoscaling" in spec:
+            out.append((("spec", "autoscaling"), "spec.autoscaling with spec.workloadRef is not supported: Sluice "
+                        "scales the adopted Deployment as stable (remove one)", False))
+    elif "template" not in spec:
+        out.append((("spec",), "spec needs a template (or a workloadRef naming a Deployment to adopt)", False))
+    if (spec.get("service") or {}).get("virtualServiceRef") is not None:
+        if kind != "canary":
+            out.append((("spec", "service", "virtualServiceRef"), f"spec.service.virtualServiceRef works with the "
+                        f"canary strategy only (not {kind}): match routes and mirrors would change routes the "
+                        "VirtualService's owner writes", False))
+        for key in ("http", "hosts", "gateways"):
+            if key in spec["service"]:
+                out.append((("spec", "service", key), f"spec.service.{key} and spec.service.virtualServiceRef "
+                            "exclude each other: the adopted VirtualService's owner sets it", False))
     return out
 
 
@@ -422,7 +456,7 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
         rel = Release(path=path, doc=res.doc, blob=blob)
         raw = list(res.raw)
         if res.schema_ok:
-            raw += _metric_problems(rel, settings, policy)
+            raw += _metric_problems(rel, settings, policy) + hooks.problems(rel, policy)
             if (rel.spec.get("config") or {}).get("files"):
                 config, bad_config = _config_files(rel, files)
                 rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config
@@ -435,16 +469,18 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
     clashes: dict[str, list[_Raw]] = {}
     for rel, path, message in tenancy.check(candidates, settings, policy) + podsecurity.check(candidates, policy):
         clashes.setdefault(rel.path, []).append((path, message, False))
-    # A service host is claimed by one release only; both claimants are refused.
+    # A service host, an adopted Deployment or an adopted route is claimed by one release
+    # only; every claimant is refused (two writers of one field flip it every pass).
     claims: dict[str, list[tuple[Release, tuple[Any, ...]]]] = {}
     for rel in (r for r in candidates if r.path not in clashes):
-        for p, host in _host_keys(rel):
-            claims.setdefault(host, []).append((rel, p))
-    for host, who in claims.items():
+        keys = [(p, f"service host {host}") for p, host in _host_keys(rel)] + adopt.claims(rel)
+        for p, what in keys:
+            claims.setdefault(what, []).append((rel, p))
+    for what, who in claims.items():
         if len({r.path for r, _ in who}) > 1:
             for rel, p in who:
                 others = ", ".join(sorted(o.path for o, _ in who if o.path != rel.path))
-                clashes.setdefault(rel.path, []).append((p, f"service host {host} is also claimed by {others}", False))
+                clashes.setdefault(rel.path, []).append((p, f"{what} is also claimed by {others}", False))
     for rel in candidates:
         if rel.path in clashes:
             pending[rel.path] = (files[rel.path], clashes[rel.path], rel.doc)

@@ -93,7 +93,17 @@ class Release:
     @property
     def target_container(self) -> str | None:
         """The container that gets ``spec.target.image`` (None when it cannot be told)."""
-        return target_container(self.spec, self.name)
+        return self.target_container_in(self.template)
+
+    @property
+    def template(self) -> Mapping[str, Any]:
+        """The pod template of new revisions: ``spec.template``, or under ``spec.workloadRef``
+        the adopted Deployment's, as recorded in ``status.adopted`` (empty before adoption)."""
+        return self.spec.get("template") or (self.status.get("adopted") or {}).get("template") or {}
+
+    def target_container_in(self, template: Mapping[str, Any]) -> str | None:
+        """Which container of ``template`` gets the target image (see ``target_container``)."""
+        return target_container({**self.spec, "template": template}, self.name)
 
     @property
     def hosts(self) -> list[str]:
@@ -344,6 +354,8 @@ class MetricResult:
     query: str = ""
     window: float | None = None
     dry_run: bool = False
+    took: float | None = None           # seconds the answer took (hooks: reconciler.core.hooks)
+    answer: str = ""                    # the first characters of the answer, redacted (hooks)
 
     @property
     def ok(self) -> bool:
@@ -373,4 +385,8 @@ class MetricResult:
             out["provider"] = self.provider
         if self.query:
             out["query"] = self.query
+        if self.took is not None:
+            out["took"] = format_duration(self.took)
+        if self.answer:
+            out["answer"] = self.answer
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from reconciler.core import adopt
 from reconciler.core.diff import owners
 from reconciler.core.model import FIELD_MANAGER, LABEL_VERSION, Release
 
@@ -55,8 +56,13 @@ def running(rel: Release, objects: Iterable[Mapping[str, Any]]) -> list[dict[str
     weights = _weights(rel, objects) if rel.is_mesh else {}
     container = rel.target_container
     out = []
+    ref = adopt.workload_ref(rel)
     for dep in _of(rel, objects, "Deployment"):
         name = (dep.get("metadata") or {}).get("name", "")
+        if ref and name == ref:   # spec.workloadRef: reported with its template, for adoption
+            out.append({**adopt.running_entry(rel, dep), "weight": weights.get(_labels(
+                dep, "spec", "template", "metadata", "labels").get(LABEL_VERSION), 0)})
+            continue
         if rel.is_mesh and not name.startswith(f"{rel.name}-") or not rel.is_mesh and name != rel.name:
             continue
         spec = dep.get("spec") or {}

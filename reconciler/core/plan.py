@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from reconciler.core import revision, sizing
+from reconciler.core import revision, routes, sizing
 from reconciler.core.decide import interval, manual_promotion, max_failed, schedule, stages, step_gates
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.loader import is_config_path, locate
@@ -75,7 +75,7 @@ def _warnings(rel: Release) -> list[str]:
     out = []
     if not rel.metrics and rel.is_mesh:
         out.append("no analysis metrics: steps advance on time alone")
-    containers = rel.spec["template"]["containers"]
+    containers = rel.template.get("containers") or []   # spec.template, or an adopted Deployment's
     which = target_container(rel)
     if not any(c.get("readinessProbe") for c in containers if c["name"] == which):
         out.append(f"container {which!r} has no readinessProbe: 'ready' means only 'started'")
@@ -130,7 +130,29 @@ def _what_happens(base: Release | None, head: Release) -> str:
         return "change the rollout schedule" + (" of the running rollout" if live else "")
     if base is not None and str(base.spec.get("approve")) != str(head.spec.get("approve")) and head.spec.get("approve"):
         return f"approve {head.spec['approve']}"
-    return "update the spec (no new rollout)"
+    return NOT_A_REVISION
+
+
+# a change that starts no revision (routes, ports, trafficPolicy, sizing): applied on the next pass to every
+# version at once, so no rollout schedule is printed (docs/release-spec.md "Routing changes are not revisions")
+NOT_A_REVISION = "update the spec: applies at once to every version (not a revision)"
+
+
+def _routing_warnings(base: Release | None, head: Release) -> list[str]:
+    """Routing changes that reach 100% of traffic at once and can break it: a TLS mode, a port's protocol."""
+    if base is None or not head.is_mesh:
+        return []
+    out = []
+    tls = lambda rel: ((rel.service.get("trafficPolicy") or {}).get("tls") or {}).get("mode")
+    if tls(base) != tls(head):
+        out.append(f"trafficPolicy.tls.mode {tls(base) or 'unset'} -> {tls(head) or 'unset'} applies to every "
+                   "version at once: do it with a new revision or in a maintenance window")
+    was = {p["name"]: routes.route_kind(p) for p in base.ports}
+    for port in head.ports:
+        if port["name"] in was and was[port["name"]] != routes.route_kind(port):
+            out.append(f"port {port['name']!r} changes protocol ({was[port['name']]} -> {routes.route_kind(port)} "
+                       "routes) for every version at once: do it with a new revision or in a maintenance window")
+    return out
 
 
 def _requested(base: Release | None, head: Release, key: str) -> bool:
@@ -161,7 +183,8 @@ def _emergency(base: Release | None, head: Release) -> list[str]:
     if _requested(base, head, "rollback"):
         name = str(head.spec["rollback"]).partition("@")[0]
         window = [revision.name_of(p) for p in head.status.get("previous") or ()]
-        out.append(f"rollback --to {name}: served at 100% at once, no canary" if name in window else
+        out.append(f"rollback --to {name}: 100% at once, no canary, while its pods still run (scaleDownDelay); "
+                   "else once they are back at full size" if name in window else
                    f"rollback --to {name}: NOT in the rollback window ({', '.join(window) or 'empty'}): ignored")
     return out
 
@@ -182,8 +205,6 @@ def _schedule(rel: Release, sched: list[tuple[int, float]]) -> list[dict[str, An
 def _pods_line(s: Mapping[str, Any]) -> str:
     """``step 2: 20% -> v2 2 pods (of 10), v1 10 pods`` (pods: what runs once the step is live)."""
     p = s["pods"]
-    if p["scaler"]:
-        return f"step {s['step']}: {s['weight']}% -> pods as the autoscaler decides"
     what = "min pods" if p["autoscaled"] else "pods"
     old = f", {p['stableVersion'] or 'stable'} {p['stable']} {what}" if p["stable"] is not None else \
         f", {p['stableVersion'] or 'stable'} retires"
@@ -211,16 +232,17 @@ def plan_release(base: Release | None, head: Release | None, base_settings, head
                        strategy=head.strategy_kind)
     plan.revision, plan.reasons = _why(base, head)
     plan.emergency = _emergency(base, head)
-    plan.schedule = _schedule(head, sched) if head.is_mesh else []
-    plan.healthy_seconds = sched[-1][1] if head.is_mesh else None
-    plan.rollback_seconds = max_failed(head) * interval(head, 1) if head.is_mesh else None
+    rolls = head.is_mesh and plan.summary != NOT_A_REVISION   # nothing rolls out: no schedule to show
+    plan.schedule = _schedule(head, sched) if rolls else []
+    plan.healthy_seconds = sched[-1][1] if rolls else None
+    plan.rollback_seconds = max_failed(head) * interval(head, 1) if rolls else None
     name = plan.revision or revision.target(head)["revision"]
     plan.gates = [f"step {g}: an approver runs `sluice approve {head.key} --step {g}` (spec.approve: {name}@{g})"
                   for g in step_gates(head)]
     if manual_promotion(head):
         plan.gates.append(f"promotion: an approver runs `sluice approve {head.key} --promotion` "
                           f"(spec.approve: {name}@promotion)")
-    plan.warnings = _warnings(head)
+    plan.warnings = _warnings(head) + _routing_warnings(base, head)
     stable = head.status.get("stable") or {}
     if base is not None and stable.get("version") and not stable.get("hash") \
             and revision.content_hash(base) != revision.content_hash(head) and revision.same(revision.target(head), stable):

@@ -119,6 +119,9 @@ def _templates(rel: Release) -> Iterable[tuple[tuple[Any, ...], Any]]:
     ``status.snapshots`` for the revisions still running (a status is text anyone who
     can commit may write, so it is checked like the spec)."""
     yield ("spec", "template"), rel.spec.get("template")
+    adopted = rel.status.get("adopted") if isinstance(rel.status, Mapping) else None
+    if isinstance(adopted, Mapping) and "template" in adopted:   # spec.workloadRef: new revisions copy it
+        yield ("status", "adopted", "template"), adopted["template"]
     snaps = rel.status.get("snapshots") if isinstance(rel.status, Mapping) else None
     if isinstance(snaps, Mapping):
         for name, snap in snaps.items():

@@ -12,7 +12,10 @@ from ``status`` (the rollout engine's record in git), what it looks like from
 - a DestinationRule with a subset per live version;
 - a VirtualService whose routes carry the weights, the match routes (A/B,
   dark launch, blue/green preview) and the mirror (shadow);
-- the Service when the release owns it.
+- the Service when the release owns it;
+- for adopted objects (``spec.workloadRef``, ``spec.service.virtualServiceRef``,
+  adopt.py) no Deployment or VirtualService of their own: the ConfigMap
+  ``<name>-adopted`` says what Sluice wants of them (replicas, one route).
 
 ``rolling`` and ``recreate`` releases live outside the mesh: one Deployment
 ``<name>`` updated in place, no Istio objects.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from reconciler.core import revision, routes, sizing
+from reconciler.core import adopt, revision, routes, sizing
 from reconciler.core.observed import REVISION_HASH
 from reconciler.core.model import (
     DOWN_PHASES, LABEL_APP, LABEL_MANAGED_BY, LABEL_RELEASE, LABEL_RELEASE_NS, LABEL_VERSION,
@@ -279,6 +282,8 @@ def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[
     """The desired objects of ``release``: Service, Deployments, DestinationRule, VirtualService."""
     if not release.is_mesh:
         return _plain(release)
+    if adopt.workload_ref(release) and not adopt.adopted(release):
+        return []   # spec.workloadRef not adopted yet (the first pass reads it): nothing to render
     # every name below is a revision name (revision.py): Deployment <name>-<revision>, label, subset
     stable = stable_version(release)
     new = new_version(release)
@@ -296,13 +301,23 @@ def render(release: Release, settings: Mapping[str, Any] | None = None) -> list[
         deployments[new["revision"]] = new["image"]
     size = sizing.sizes(release)   # pods per revision: the new one follows its weight
     objs = [_service(release)] if release.service.get("create", True) else []
-    objs += _configmaps(release, sorted(deployments))
-    for name in sorted(deployments):
+    adopted = adopt.revision_of(release)   # spec.workloadRef: its Deployment is the owner's; Sluice scales it
+    own = [name for name in sorted(deployments) if name != adopted]
+    objs += _configmaps(release, own)
+    for name in own:
         objs.append(_deployment(release, f"{release.name}-{name}", name, deployments[name], size[name].replicas))
-    for name in sorted(deployments):
+    for name in own:
         if size[name].hpa:
             objs.append(_hpa(release, f"{release.name}-{name}", name, size[name].hpa))
     objs.append(_destination_rule(release, list(deployments)))
-    objs.append(_virtual_service(release, stable["revision"], new["revision"] if new else None))
+    vs = _virtual_service(release, stable["revision"], new["revision"] if new else None)
+    if adopt.workload_ref(release) or adopt.route_ref(release):
+        # what Sluice owns of adopted objects: replicas (0 once promoted past it), one route's destinations
+        replicas = size[adopted].replicas if adopted in deployments else 0
+        route = vs["spec"]["http"][-1]["route"] if adopt.route_ref(release) else None
+        meta = _meta(release, f"{release.name}{adopt.INTENT_SUFFIX}", {LABEL_APP: release.service_name})
+        objs.append(adopt.intent(release, meta, replicas if adopted else None, route))
+    if not adopt.route_ref(release):
+        objs.append(vs)
     return objs
 

@@ -35,6 +35,7 @@ import json
 import re
 from typing import Any, Mapping
 
+from reconciler.core import adopt
 from reconciler.core.model import LIVE_PHASES, Release
 
 HASH_LEN = 16          # hex digits kept in status: plenty to tell revisions apart
@@ -90,7 +91,8 @@ def configmap_name(rel: Release, data: Mapping[str, str]) -> str:
 
 def snapshot(rel: Release) -> dict[str, Any]:
     """What a revision runs besides its image, as recorded in status for stable revisions."""
-    out: dict[str, Any] = {"template": json.loads(json.dumps(rel.spec["template"], default=str))}
+    # the template of new revisions: spec.template, or the adopted Deployment's (status.adopted)
+    out: dict[str, Any] = {"template": json.loads(json.dumps(rel.template, default=str))}
     cfg = rel.spec.get("config")
     if cfg:
         out["config"] = {"data": config_data(rel) or {}, **({"mountPath": cfg["mountPath"]} if cfg.get("mountPath") else {})}
@@ -101,8 +103,12 @@ def snapshot(rel: Release) -> dict[str, Any]:
 
 def content_hash(rel: Release) -> str:
     """Identity of the target revision: image, container, pod template and config."""
-    snap = snapshot(rel)
-    return _digest({"image": rel.target["image"], **snap})[:HASH_LEN]
+    return hash_of_content(rel.target["image"], snapshot(rel))
+
+
+def hash_of_content(image: str, snap: Mapping[str, Any]) -> str:
+    """The content hash of a revision running ``image`` with ``snap`` (template, config, container)."""
+    return _digest({"image": image, **snap})[:HASH_LEN]
 
 
 def name_of(entry: Mapping[str, Any] | None) -> str | None:
@@ -184,6 +190,7 @@ def snapshots(rel: Release, status: Mapping[str, Any], target_entry: Mapping[str
     revisions run, kept from ``rel.status`` or, for the revision the spec describes,
     taken from the spec."""
     old = rel.status.get("snapshots") or {}
+    record = (status.get("adopted") or rel.status.get("adopted") or {}) if adopt.workload_ref(rel) else {}
     out: dict[str, Any] = {}
     for e in [status.get("stable"), status.get("retiring"), *(status.get("previous") or ())]:
         name = name_of(e)
@@ -191,6 +198,8 @@ def snapshots(rel: Release, status: Mapping[str, Any], target_entry: Mapping[str
             continue
         if name in old:
             out[name] = old[name]
+        elif record and name == record.get("revision"):   # the adopted Deployment, as Sluice adopted it
+            out[name] = adopt.snapshot(rel, record)
         elif same(e, target_entry) and name_of(e) == target_entry.get("revision"):
             out[name] = snapshot(rel)
     return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterator, Mapping
@@ -62,7 +63,10 @@ ISTIO_SCHEMAS = "istio-networking.json"
 _MIN_DURATION = "duration(self) >= duration('1ms')"   # the one CEL rule of these subtrees
 _GO_DURATION = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
 _GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_GO_MAX_NS = 2**63 - 1   # Go's time.Duration is int64 nanoseconds: ParseDuration and CEL duration() refuse more
+# what Istio's validation webhook accepts in a CORS allowMethods (supportedCORSMethods: Go's net/http methods, "*")
+CORS_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # an RFC 9110 token
 
 _Raw = tuple[tuple[Any, ...], str, bool]   # (path, message, points-at-key), as the loader locates them
@@ -169,6 +173,7 @@ def problems(path: str, doc: Mapping[str, Any]) -> list[_Raw]:
     out += [(base + ("http", key), f"spec.service.http.{key}: {why}", True)
             for key, why in REFUSED_HTTP.items() if key in (service.get("http") or {})]
     out += list(_istio_problems(service))
+    out += list(_webhook_problems(rel))
     out += _policy_port_problems(rel)
     return out
 
@@ -211,7 +216,8 @@ def _protocol_problems(rel: Release, port: Mapping[str, Any], at: tuple[Any, ...
                                         "follows appProtocol): make them agree", False)]
     if kind == "tls" and not port.get("sniHosts"):
         return [(at, f"tls port {port['name']!r} needs sniHosts: Istio routes TLS by the server name the client "
-                     "asks for (e.g. sniHosts: [db.example.com])", False)]
+                     "asks for; each must be one of the release's hosts (spec.service.hosts) or within one, "
+                     "as Istio's validation requires", False)]
     return []
 
 
@@ -275,27 +281,46 @@ def _strict(node: Any) -> Any:
     return out
 
 
-def go_duration(text: Any) -> float | None:
-    """Seconds in a Go duration string (``1.5s``, ``300ms``, ``1h30m``), as Istio's CEL
-    ``duration()`` reads it; None when it is not one."""
+def go_duration_ns(text: Any) -> int | None:
+    """Nanoseconds in a Go duration string (``1.5s``, ``300ms``, ``1h30m``), exactly, as Go's
+    ``time.ParseDuration`` and Istio's CEL ``duration()`` read it; None when it is not one
+    or does not fit Go's int64 nanoseconds (``3000000h``)."""
     if not isinstance(text, str):
         return None
     if text in ("0", "+0", "-0"):
-        return 0.0
+        return 0
     if not _GO_DURATION.fullmatch(text):
         return None
-    total = sum(float(n) * _GO_UNIT[u] for n, u in _GO_PART.findall(text))
+    total = int(sum(Decimal(n) * _GO_NS[u] for n, u in _GO_PART.findall(text)))
+    if total > _GO_MAX_NS:
+        return None
     return -total if text.startswith("-") else total
 
 
+def go_duration(text: Any) -> float | None:
+    """Seconds in a Go duration string; None when it is not one (``go_duration_ns``)."""
+    ns = go_duration_ns(text)
+    return None if ns is None else ns / 1e9
+
+
 def _cel(validator, rules, instance, schema):
-    """The CEL rules of these subtrees, in Python: only durations of at least 1ms."""
+    """The CEL rule of these subtrees, in Python (durations of at least 1ms), and what
+    Istio's validation webhook adds for the same fields: istio/istio
+    pkg/config/validation/agent ``ValidateDuration`` ("only durations to ms precision are
+    supported"), called by validateHTTPRoute (timeout), validateHTTPRetry (perTryTimeout,
+    backoff), validateCORSPolicy (maxAge) and the DestinationRule trafficPolicy checks."""
     for rule in rules:
         if rule.get("rule") == _MIN_DURATION and isinstance(instance, str):
-            seconds = go_duration(instance)
-            if seconds is None or seconds < 0.001:
+            ns = go_duration_ns(instance)
+            if ns is None and _GO_DURATION.fullmatch(instance) and not instance.startswith("-"):
+                yield jsonschema.ValidationError(f"{instance!r} is longer than Go's int64 nanoseconds hold "
+                                                 "(about 2562047h)")
+            elif ns is None or ns < 10**6:
                 yield jsonschema.ValidationError(f"{instance!r} is not a duration of at least 1ms "
                                                  "(e.g. 500ms, 5s, 1m30s)")
+            elif ns % 10**6:
+                yield jsonschema.ValidationError(f"{instance!r}: Istio supports durations to ms precision only "
+                                                 "(e.g. 1ms, 1500ms)")
 
 
 _Validator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-validations": _cel})
@@ -333,6 +358,62 @@ def _istio_problems(service: Mapping[str, Any]) -> Iterator[_Raw]:
     for where in ("request", "response"):
         ops = (given.get("headers") or {}).get(where) if isinstance(given.get("headers"), Mapping) else None
         yield from _header_problems(ops, ("spec", "service", "http", "headers", where))
+
+
+def _webhook_problems(rel: Release) -> Iterator[_Raw]:
+    """What Istio's validation webhook refuses (istio/istio pkg/config/validation,
+    validation.go) though its CRD schema lets it through: Sluice would render a
+    VirtualService the API server answers with a 400 on every pass. Durations are
+    checked with the schema (``_cel``)."""
+    base = ("spec", "service")
+    http = rel.service.get("http") if isinstance(rel.service.get("http"), Mapping) else {}
+    retries = http.get("retries")
+    if isinstance(retries, Mapping):
+        # validateHTTPRetry: "attempts cannot be negative"; "http retry policy configured when attempts are
+        # set to 0 (disabled)"; each comma-separated retryOn policy as written, never trimmed
+        attempts = retries.get("attempts", 0)
+        at = base + ("http", "retries")
+        if isinstance(attempts, int) and attempts < 0:
+            yield at + ("attempts",), f"retries.attempts {attempts}: attempts cannot be negative", False
+        elif attempts == 0 and any(k in retries for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+            yield (at + (("attempts",) if "attempts" in retries else ()),
+                   "retries with attempts 0 (retries off) cannot set perTryTimeout, retryOn or "
+                   "retryRemoteLocalities: Istio refuses the policy; set attempts, or remove retries", False)
+        retry_on = retries.get("retryOn")
+        if isinstance(retry_on, str) and any(c != c.strip() for c in retry_on.split(",")):
+            yield (at + ("retryOn",), f"retries.retryOn {retry_on!r}: no spaces around the commas "
+                   "(Istio reads ' connect-failure' as an unknown policy)", False)
+    rewrite = http.get("rewrite")
+    if isinstance(rewrite, Mapping):
+        # validateHTTPRewrite: one of uri and uriRegexRewrite; at least one of them or authority
+        if rewrite.get("uri") and rewrite.get("uriRegexRewrite") is not None:
+            yield (base + ("http", "rewrite", "uriRegexRewrite"), "rewrite may set uri or uriRegexRewrite, "
+                   "not both", True)
+        elif not (rewrite.get("uri") or rewrite.get("uriRegexRewrite") is not None or rewrite.get("authority")):
+            yield (base + ("http", "rewrite"), "rewrite must set uri, uriRegexRewrite or authority", True)
+    cors = http.get("corsPolicy")
+    methods = cors.get("allowMethods") if isinstance(cors, Mapping) else None
+    for i, method in enumerate(methods if isinstance(methods, list) else []):
+        # validateCORSPolicy: each allowMethods entry is one of supportedCORSMethods
+        if method not in CORS_METHODS:
+            yield (base + ("http", "corsPolicy", "allowMethods", i), f"corsPolicy.allowMethods: {method!r} is not "
+                   f"an HTTP method ({', '.join(sorted(CORS_METHODS - {'*'}))} or *)", False)
+    for i, port in enumerate(rel.service.get("ports") or []):
+        for j, sni in enumerate(port.get("sniHosts") or [] if route_kind(port) == "tls" else []):
+            # validateSniHost: each SNI host is a subset (host.Name.SubsetOf) of one of the VirtualService's hosts
+            if not any(_host_subset(str(sni), str(h)) for h in rel.hosts):
+                yield (base + ("ports", i, "sniHosts", j), f"SNI host {sni!r} is not within the VirtualService's "
+                       f"hosts ({', '.join(rel.hosts)}): Istio refuses it; add it to spec.service.hosts or match "
+                       "one of them", False)
+
+
+def _host_subset(name: str, of: str) -> bool:
+    """istio/istio pkg/config/host ``Name.SubsetOf``: equal, or within a wildcard host."""
+    if of == "*" or name == of:
+        return True
+    if of.startswith("*"):
+        return name[1:].endswith(of[1:]) if name.startswith("*") else name.endswith(of[1:])
+    return False
 
 
 def _owner(path: tuple[Any, ...]) -> str:

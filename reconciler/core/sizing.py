@@ -13,16 +13,26 @@ size until the approval (or ``spec.promote``) is in git, then runs full
 size; the switch waits for those pods (decide.py holds on "scaling").
 
 The stable version runs the full size; with ``strategy.canary.dynamicStableScale``
-it runs ``ceil(full x (100 - weight) / 100)`` of its current weight (it only
-shrinks after traffic left it; at least 1, so a rollback has pods to go to).
-Rolled back or at rest, it is full again in the same apply. A retiring
-version keeps the count it had at the last stage; a rolled-back one runs 0.
+it shrinks one step behind the traffic, as the new version grows one step
+ahead: at step N it runs ``ceil(full x (100 - w(N-1)) / 100)``, the share it
+served before this step (at least 1, so a rollback has pods to go to). The
+step's routing and the Deployments go out in the same pass, Deployments
+first: sized this way, a VirtualService apply that fails (a webhook refusal)
+still leaves stable the pods of the traffic that stays live. Rolled back or at
+rest it is full again in the same apply; while a retarget waits for it
+(``status.heldBy: stable``, decide.py) it is full and the old new version
+keeps its weight. A retiring version keeps the count it had at promotion;
+a rolled-back one runs 0. ``spec.rollback`` to a revision whose pods are gone
+brings it up as the new version at full size before any traffic moves
+(``status.rollbackTo``).
 
 ``full`` is ``spec.replicas``, or each bound of ``spec.autoscaling`` (one
 HorizontalPodAutoscaler per version, min and max scaled alike). When an
 autoscaler owns replicas (``spec.autoscaling``, or ``autoscaling.scalerRef``
-naming one Sluice does not render) the Deployment carries no ``replicas``.
-docs/release-spec.md "Sizing" has the table.
+naming one Sluice does not render: rolling and recreate only, whose one
+Deployment it can name) the Deployment carries no ``replicas``.
+docs/release-spec.md "Sizing" has the table; ``problems`` refuses what no
+sizing can serve.
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ from typing import Any, Mapping
 
 from reconciler.core import revision
 from reconciler.core.decide import approved, manual_promotion, stages
-from reconciler.core.model import DOWN_PHASES, LIVE_PHASES, Release
+from reconciler.core.model import DOWN_PHASES, LIVE_PHASES, MESH_STRATEGIES, STRATEGIES, Release
+
+_Raw = tuple[tuple[Any, ...], str, bool]   # (path, message, points-at-key), as the loader locates them
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,8 @@ def _switch_next(rel: Release, status: Mapping[str, Any], step: int) -> bool:
     """Is the next traffic move the switch to 100% (so the new version must be full)?"""
     n = len(stages(rel))
     canary = status.get("canary") or {}
+    if status.get("rollbackTo"):
+        return True   # spec.rollback to a revision whose pods are gone: 100% once it is full (decide.py)
     if rel.spec.get("promote") and str(rel.spec["promote"]) in revision.approval_names(canary):
         return True   # promote --full: 100% as soon as the full size is ready
     if rel.strategy_kind == "blueGreen" or step >= n:
@@ -111,11 +125,20 @@ def new_pods(rel: Release, full: int, step: int, *, switch: bool | None = None) 
     return max(run, serving), serving
 
 
-def stable_pods(rel: Release, full: int, weight: int, live: bool = True) -> int:
-    """Pods of the stable version while the new one has ``weight`` % (full unless dynamicStableScale)."""
-    if not live or not dynamic_stable(rel):
+def served_before(rel: Release, step: int) -> int:
+    """The new version's weight at the step before ``step`` (0 before step 2): what stays
+    live if the routing of ``step`` is never applied."""
+    all_stages = stages(rel)
+    return all_stages[min(step, len(all_stages) + 1) - 2].weight if step >= 2 and all_stages else 0
+
+
+def stable_pods(rel: Release, full: int, step: int, live: bool = True) -> int:
+    """Pods of the stable version at status ``step`` of a live rollout (``len(stages) + 1``:
+    promoted): full, unless dynamicStableScale: then the share it served before this step,
+    so it shrinks one step behind the traffic."""
+    if not live or not dynamic_stable(rel) or rel.status.get("heldBy") == "stable":
         return full
-    return pods(full, 100 - weight)
+    return pods(full, 100 - served_before(rel, step))
 
 
 def _bounds(rel: Release) -> list[int]:
@@ -148,15 +171,14 @@ def sizes(rel: Release) -> dict[str, Size]:
     st = rel.status
     phase = st.get("phase")
     live = phase in LIVE_PHASES and bool((st.get("canary") or {}).get("version"))
-    step, weight = int(st.get("step", 0)), int(st.get("weight", 0)) if live else 0
+    step = int(st.get("step", 0))
     out: dict[str, Size] = {}
     stable = st.get("stable") if (st.get("stable") or {}).get("version") else revision.target(rel)
-    full = [stable_pods(rel, f, weight, live) for f in _bounds(rel)]
+    full = [stable_pods(rel, f, step, live) for f in _bounds(rel)]
     out[revision.name_of(stable)] = _size(rel, full, full[0])
     retiring = st.get("retiring")
     if retiring and retiring.get("version"):
-        last = stages(rel)[-1].weight if stages(rel) else 100
-        kept = [stable_pods(rel, f, last) for f in _bounds(rel)]
+        kept = [stable_pods(rel, f, len(stages(rel)) + 1) for f in _bounds(rel)]   # its count at promotion
         out.setdefault(revision.name_of(retiring), _size(rel, kept, 0))
     down = st.get("rolledBack")
     if down and down.get("version") and phase in DOWN_PHASES:
@@ -179,8 +201,28 @@ def at_stages(rel: Release) -> list[dict[str, Any]]:
         weight = all_stages[step - 1].weight if step else 0
         # a manual promotion is shown approved: the pods that must be up before the switch
         new, _ = new_pods(rel, full, step, switch=rel.strategy_kind == "blueGreen" or step >= n)
-        out.append({"step": step, "weight": weight, "new": new, "stable": stable_pods(rel, full, weight),
+        out.append({"step": step, "weight": weight, "new": new, "stable": stable_pods(rel, full, step),
                     "full": full})
     # promoted: the old version keeps its last count until scaleDownDelay, then retires
     out.append({"step": n + 1, "weight": 100, "new": full, "stable": None, "full": full})
+    return out
+
+
+def problems(doc: Mapping[str, Any]) -> list[_Raw]:
+    """What no sizing can serve, in a schema-valid release (the loader locates each)."""
+    spec = doc.get("spec") or {}
+    kind = next((k for k in spec.get("strategy") or {} if k in STRATEGIES), "")
+    out: list[_Raw] = []
+    if (spec.get("autoscaling") or {}).get("scalerRef") and kind in MESH_STRATEGIES:
+        # a scaler names one Deployment; a mesh strategy runs one per version (<name>-<revision>), the new
+        # one created by each rollout: the outside scaler would never size it, nor follow it at promotion
+        out.append((("spec", "autoscaling", "scalerRef"), f"autoscaling.scalerRef names one Deployment, but {kind} "
+                    "runs one Deployment per version (<name>-<revision>): an outside scaler would leave the new "
+                    "version at 1 pod. Use spec.autoscaling with minReplicas/maxReplicas (Sluice renders an HPA "
+                    "per version) or a rolling/recreate strategy (one Deployment <name>)", True))
+    if spec.get("replicas") == 0 and "autoscaling" not in spec:
+        why = ("a version with 0 pods cannot take traffic" if kind in MESH_STRATEGIES else
+               "a release at 0 pods never becomes ready, so every rollout would end Failed")
+        out.append((("spec", "replicas"), f"spec.replicas is 0: {why} (set at least 1; delete the release file to remove "
+                    "it from the cluster)", False))
     return out

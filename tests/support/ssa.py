@@ -322,7 +322,10 @@ def apply(live: dict | None, config: dict, managed: list | None, manager: str, a
         raise Conflicts(conflicts)
     for c in conflicts:
         next(e for e in others if e.manager == c.manager and e.operation == c.operation).fields.discard(c.path)
-    for path in sorted(mine.fields - applied, key=len, reverse=True):
+    # a keyed-list item no longer sent goes whole (a Service port), as a real API server removes it: before
+    # its fields, whose removal would change its key (port, protocol) so it could no longer be found
+    items_first = sorted(mine.fields - applied, key=lambda p: (not p[-1].startswith("k:"), -len(p)))
+    for path in items_first:
         if not any(_owns(e.fields, path) for e in others):
             _remove_and_prune(merged, path, kind, entries)
     moved = any(get(live, p, kind) != get(merged, p, kind) for p in applied)

@@ -14,7 +14,9 @@ JSON (``-o json``), versioned::
                   "weight", "previousWeight", "step", "version", "stable", "phase",
                   "reason", "evidence": [{"name", "value", "min"?, "max"?, "equals"?, "notEquals"?,
                                           "tolerance"?, "stable"?, "window"?, "provider"?, "query"?,
-                                          "dryRun"?, "ok", "outcome"?}]}]}
+                                          "dryRun"?, "ok", "outcome"?}],
+                  "hooks": [{"name", "provider", "type", "value", "took"?, "at"?, "attempts"?, "ok"}]}]}
+    (hooks: the fire-and-record hook results the commit records, Sluice-Hook trailers)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import click
 
 from reconciler.cli.source import open_source
 from reconciler.core.history import HISTORY_API
-from reconciler.core.messages import evidence_words
+from reconciler.core.messages import evidence_words, hook_words
 from reconciler.readmodel import weight_points
 
 BAR = 40
@@ -71,6 +73,8 @@ def command(release, repo, branch, output) -> int:
         click.echo(f"{r.at[:19].replace('T', ' ')}  {r.commit[:8]}  {r.action:<13} {r.subject}{who}")
         if r.evidence:
             click.echo("    " + "; ".join(evidence_words(e) for e in r.evidence))
+        if getattr(r, "hooks", None):
+            click.echo("    hooks: " + "; ".join(hook_words(h) for h in r.hooks))
     bars = chart(records)
     if bars:
         click.echo("\nweight of the new version over time")
