@@ -373,7 +373,9 @@ def watch_path(path: str, kick: Callable[[str], None]):
             # a read opens and closes files (every pass reads the repo): only a change is news
             if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
                 return
-            if not event.is_directory and not str(event.src_path).endswith((".lock", "index")):
+            # git writes a ref as <ref>.lock and renames it into place: the rename's destination is news
+            path = str(getattr(event, "dest_path", "") or event.src_path)
+            if not event.is_directory and not path.endswith((".lock", "index")):
                 kick("watchdog")
 
     observer = Observer()

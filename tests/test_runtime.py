@@ -232,3 +232,25 @@ def test_a_half_sent_request_is_closed_after_the_connection_timeout():
         assert 0.4 < time.monotonic() - t0 < 5
     finally:
         server.stop()
+
+
+def test_watchdog_kicks_a_pass_when_a_push_lands_in_a_local_bare_repo(tmp_path):
+    """git writes the branch as refs/heads/main.lock and renames it into place: the rename's
+    destination is the change (and a read of the repo is not)."""
+    import subprocess
+    from tests.support.gitserver import make_bare
+    bare = make_bare(tmp_path, seed={"releases/a.yaml": "x: 1\n"})
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    kicked = threading.Event()
+    observer = watch_path(str(bare), lambda why: kicked.set())
+    try:
+        (work / "releases" / "a.yaml").write_text("x: 2\n")
+        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@x", "PATH": __import__("os").environ["PATH"]}
+        subprocess.run(["git", "-C", str(work), "commit", "-qam", "edit"], check=True, env=env)
+        kicked.clear()   # only the push counts
+        subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:main"], check=True, env=env)
+        assert kicked.wait(5), "a push to the watched repo kicked no pass"
+    finally:
+        observer.stop()
