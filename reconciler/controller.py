@@ -118,6 +118,11 @@ class PassReport:
     next_pass_in: float | None = None   # seconds until the earliest release wants another look
 
 
+def _whole(value: Any) -> int:
+    """A count from a status field for metrics; 0 when a hand edit left something else there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -588,7 +593,7 @@ class Controller:
                                                   int(st.get("step", 0)), event, report.release_errors.get(key),
                                                   self._isolated(report, key, "schedule",
                                                                  lambda rel=rel, st=st: overdue_at(rel.with_status(st))),
-                                                  int(st.get("failedChecks", 0)))
+                                                  _whole(st.get("failedChecks")))
             hint = self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
                 rel, d or Decision(dict(rel.status)), now))
             if hint is not None:

@@ -126,3 +126,61 @@ def test_compare_to_stable_at_100_percent_reads_stables_window_even_after_a_paus
     assert d.status["phase"] == "Progressing" and d.status["stableServedUntil"] == at_full
     checks = analysis.plan_checks(d.rel, {}, canary_version="v2", stable_version="v1")
     assert checks[0].stable_at == at_full
+
+
+def test_an_approval_between_checks_after_a_failed_one_waits_for_the_next_check():
+    """A check failed while waiting for approval (below maxFailedChecks); the approval lands
+    before the next check is due: nothing is promoted until a check passes."""
+    doc = release_doc(status={"phase": "Promoted", "stable": dict(V1), "weight": 100}, gates={"promotion": "manual"})
+    doc["spec"]["strategy"]["canary"]["maxFailedChecks"] = 3
+    d = Driver(release(doc))
+    for _ in range(5):
+        d.tick(seconds=61)
+    assert d.status["phase"] == "WaitingApproval"
+    d.tick(seconds=61, results=[bad()])
+    assert d.status["phase"] == "WaitingApproval" and d.status["failedChecks"] == 1
+    d.tick(seconds=5, approve="v2")          # approved a moment later: no check is due
+    assert d.status["phase"] == "WaitingApproval" and d.status["weight"] == 50
+    d.tick(seconds=61, approve="v2")         # the next check passes: now it promotes
+    assert d.status["phase"] == "Promoted" and d.status["weight"] == 100
+
+
+def test_a_hand_edited_count_or_hook_record_never_stops_the_pass():
+    from reconciler.controller import _whole
+    from reconciler.core.hooks import Answer, record
+    assert [_whole(v) for v in ("x", None, True, 2.5, 3)] == [0, 0, 0, 0, 3]
+    answer = Answer("page", "rollback", "http://127.0.0.1:9/x", 200, 0.1)
+    for junk in (5, True, "x", [1, {"name": "ok"}]):
+        kept = record({"lastHooks": junk}, [answer])["lastHooks"]
+        assert all(isinstance(h, dict) for h in kept) and kept[-1]["name"] == "page"
+
+
+def test_a_non_finite_metric_in_a_hook_body_is_sent_as_null():
+    """histogram_quantile answers +Inf for a failing canary: the hook body stays strict JSON and
+    the hook is asked (it used to raise in every pass, so the canary was never rolled back)."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from reconciler.adapters.hooks import Gate
+    from reconciler.core.hooks import Call
+    got = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(_json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        call = Call("smoke", "step", f"http://127.0.0.1:{server.server_port}/x", 5.0, 0,
+                    {"evidence": [{"name": "p99", "value": float("inf")}, {"name": "nan", "value": float("nan")}]})
+        (answer,) = Gate([call]).answers()
+        assert answer.status == 200 and got[0]["evidence"][0]["value"] is None and got[0]["evidence"][1]["value"] is None
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -275,7 +275,7 @@ def find_trigger(repo, tip: str, path: str) -> str | None:
     folder and is not Sluice's own (``core.notifications.trigger_of``). None when git cannot tell."""
     try:
         return rules.trigger_of(GitLog(repo)(tip, path, first_parent=True, also=(config_folder(path),)))
-    except git.GitCommandError as exc:
+    except (git.GitCommandError, ValueError) as exc:   # ValueError: a person's message holding our separators
         log.warning("cannot tell which commit started the rollout of %s: %s", path, type(exc).__name__)
         return None
 

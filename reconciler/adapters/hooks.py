@@ -21,6 +21,7 @@ pass thread; rollback hooks in a lane of their own) and hands each answer to a c
 from __future__ import annotations
 
 import json
+import math
 import logging
 import re
 import time
@@ -29,7 +30,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from reconciler.adapters.metrics.httpclient import (
     MIN_SECRET_CHARS, SECRET_NAME, HttpClient, _Deadline, secret_forms, shown_url,
@@ -107,13 +108,25 @@ def _attempt(call: Call, data: bytes, secrets: set[str], timeout: float) -> tupl
     return status, redact(_first(said), secrets), ""
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, nan) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def send(call: Call, *, clock: Callable[[], datetime] | None = None) -> Answer:
     """POST ``call``'s body, retried as the module says, all within ``call.bound`` (a gating
     hook's retries within hooks.CHECK_BUDGET: an attempt gets what is left); never raises."""
     at = (clock or (lambda: datetime.now(timezone.utc)))().strftime("%Y-%m-%dT%H:%M:%SZ")
     secrets = secrets_of(call.url)
     shown = redact(shown_url(call.url), secrets)
-    data = json.dumps(call.body, allow_nan=False, default=str).encode()
+    # strict JSON: a non-finite metric value (histogram_quantile's +Inf for a failing canary) goes as null
+    data = json.dumps(_finite(call.body), allow_nan=False, default=str).encode()
     start = time.monotonic()
     end = start + call.bound
     tries = 0
@@ -150,6 +163,10 @@ class Gate:
                 except TimeoutError:
                     out.append(Answer(call.name, call.type, shown_url(call.url), None, call.bound,
                                       error=f"no answer within {call.bound:g}s"))
+                except Exception as exc:   # noqa: BLE001 - a bug in one call is that hook's failure, never a pass's
+                    log.error("hook=%s failed before it was sent: %s", call.name, type(exc).__name__, exc_info=True)
+                    out.append(Answer(call.name, call.type, shown_url(call.url), None, 0.0,
+                                      error=f"not sent: {type(exc).__name__}"))
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return out

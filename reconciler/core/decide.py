@@ -773,6 +773,9 @@ def _progressing(c: _Ctx) -> Decision:
             # fail closed: an approval never moves traffic in a pass whose check (metrics, pre-promotion
             # hooks) failed or could not be judged; it counts as any failed check (a dark launch rolls back)
             return _judge(c, step)
+        if ok and verdict is None and _last_check_failed(c.st):
+            # approved between checks, after one that failed: the next check decides (fail closed)
+            return Decision(c.st, next_check_in=_until_due(c, step))
         if ok:
             if waiting == "promotion":
                 return _promote(c, reason=f"approved: {c.rel.spec.get('approve')}")
@@ -781,6 +784,12 @@ def _progressing(c: _Ctx) -> Decision:
     if c.obs.analysis is None:
         return Decision(c.st, next_check_in=_until_due(c, step))
     return _judge(c, step)
+
+
+def _last_check_failed(st: Mapping[str, Any]) -> bool:
+    """Did the last recorded check (status.lastAnalysis) fail? Dry runs never count."""
+    results = (st.get("lastAnalysis") or {}).get("results") or []
+    return any(isinstance(r, Mapping) and r.get("ok") is False and not r.get("dryRun") for r in results)
 
 
 def _until_due(c: _Ctx, step: int) -> float:

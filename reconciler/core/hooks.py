@@ -208,7 +208,9 @@ def recorded(answer: Answer) -> dict[str, Any]:
 
 def record(status: Mapping[str, Any], answers: list[Answer]) -> dict[str, Any]:
     """``status`` with ``answers`` added to ``lastHooks`` (newest last, at most KEEP_RECORDED)."""
-    kept = list(status.get("lastHooks") or []) + [recorded(a) for a in answers]
+    before = status.get("lastHooks")
+    kept = [h for h in before if isinstance(h, Mapping)] if isinstance(before, list) else []   # hand edits: ignored
+    kept += [recorded(a) for a in answers]
     return {**status, "lastHooks": kept[-KEEP_RECORDED:]}
 
 
