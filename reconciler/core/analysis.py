@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext import parse as parse_jsonpath
 
+from reconciler.core import durations
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.model import DEFAULT_INTERVAL, MetricResult, Release
 from reconciler.core.trusted import parse_time
@@ -183,14 +184,7 @@ def _latin1(text: str) -> bool:
 
 def timeout_problem(value: Any) -> str | None:
     """Why a provider's ``timeout`` is refused (None: it is not)."""
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        return str(exc)
-    if not 0 <= seconds <= MAX_PROVIDER_TIMEOUT:   # also NaN and inf
-        return (f"timeout {value} is over the maximum {format_duration(MAX_PROVIDER_TIMEOUT)}: a slow provider "
-                "must not stall every release's pass")
-    return None
+    return durations.timeout_problem(value, most=MAX_PROVIDER_TIMEOUT, subject="provider", zero_ok=True)
 
 
 def provider_problems(providers: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str, bool]]:

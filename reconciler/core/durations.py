@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -33,3 +34,19 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(rem, 60)
     out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s else "")
     return out or "0s"
+
+
+def timeout_problem(value: Any, *, most: float, subject: str, zero_ok: bool = False) -> str | None:
+    """Why ``value`` is refused as the timeout of a ``subject`` (provider, receiver, hook) that
+    runs while every release's pass waits: not a duration, 0 (unless ``zero_ok``), negative,
+    NaN, or over ``most`` seconds. None: it is fine. The one check for every such timeout."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    if seconds == 0 and not zero_ok:
+        return "a timeout of 0 would fail every call"
+    if not 0 <= seconds <= most:   # also NaN and inf
+        return (f"timeout {value} is over the maximum {format_duration(most)}: a slow {subject} must not stall "
+                "every release's pass")
+    return None

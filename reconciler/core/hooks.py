@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from reconciler.core import analysis, policy as policies
+from reconciler.core import durations
 from reconciler.core.durations import parse_duration
 from reconciler.core.model import Event, MetricResult, Release
 from reconciler.core.trusted import parse_time
@@ -251,14 +252,9 @@ def problems(rel: Release, policy: Mapping[str, Any] | None) -> list[tuple[tuple
                         f"the policy grants this folder ({', '.join(hosts) or 'none'}): a repo edit must not "
                         "choose where the controller POSTs from inside the cluster", False))
         if "timeout" in hook:
-            why = analysis.timeout_problem(hook["timeout"])
-            if why is None and parse_duration(hook["timeout"]) <= 0:
-                why = "a timeout of 0 would fail every call"
-            elif why is None and parse_duration(hook["timeout"]) > MAX_TIMEOUT:
-                why = (f"timeout {hook['timeout']} is over the maximum {MAX_TIMEOUT:g}s: a slow hook must not "
-                       "stall every release's pass")
+            why = durations.timeout_problem(hook["timeout"], most=MAX_TIMEOUT, subject="hook")
             if why:
-                out.append((at + ("timeout",), f"spec.hooks[{i}].timeout: {why.replace('provider', 'hook')}", False))
+                out.append((at + ("timeout",), f"spec.hooks[{i}].timeout: {why}", False))
         if hook.get("type") in GATING and not rel.is_mesh:
             out.append((at + ("type",), f"a {hook.get('type')} hook gates a step; the {rel.strategy_kind} strategy "
                                         "has no steps (use post-promotion, rollback or event)", False))

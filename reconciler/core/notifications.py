@@ -14,11 +14,10 @@ thread live in ``reconciler.adapters.notify``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
 from reconciler.core.analysis import MAX_PROVIDER_TIMEOUT
-from reconciler.core.durations import format_duration, parse_duration
+from reconciler.core import durations
 from reconciler.core.messages import parse_commit
 from reconciler.core.model import Event
 
@@ -178,15 +177,9 @@ def settings_problems(doc: Mapping[str, Any], policy: Mapping[str, Any] | None) 
 
 
 def timeout_problem(value: Any) -> str | None:
-    """Why a receiver's ``timeout`` is refused: it must be more than 0 and at most ``MAX_TIMEOUT``."""
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        return str(exc)
-    if math.isnan(seconds) or not 0 < seconds <= MAX_TIMEOUT:
-        return (f"timeout {value} must be more than 0 and at most {format_duration(MAX_TIMEOUT)} (each request "
-                "of a delivery, all of it)")
-    return None
+    """Why a receiver's ``timeout`` is refused: more than 0 and at most ``MAX_TIMEOUT`` (each request
+    of a delivery, all of it)."""
+    return durations.timeout_problem(value, most=MAX_TIMEOUT, subject="receiver")
 
 
 def schema_message(path: tuple[Any, ...], message: str) -> str:
