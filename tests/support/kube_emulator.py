@@ -764,9 +764,68 @@ def _header(request, name: str) -> str:
     return next((v for k, v in (request.headers or {}).items() if k.lower() == name), "")
 
 
+class Store(dict):
+    """The object store, ``{(gvp, namespace, name): object}``, indexed by (gvp, namespace) so a LIST
+    reads its own collection, not every object (kube-apiserver lists one etcd key prefix), and
+    keeping each stored object's JSON: every write stores a new dict, so an entry whose object
+    is still the one stored is still true."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.by: dict[tuple, dict[str, dict]] = {}
+        self.encoded: dict[tuple, tuple[dict, bytes]] = {}
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, key, obj) -> None:
+        super().__setitem__(key, obj)
+        self.by.setdefault((key[0], key[1]), {})[key[2]] = obj
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self.by.get((key[0], key[1]), {}).pop(key[2], None)
+        self.encoded.pop(key, None)
+
+    def update(self, *args, **kwargs) -> None:
+        for key, obj in dict(*args, **kwargs).items():
+            self[key] = obj
+
+    def pop(self, key, *default):
+        if key in self:
+            obj = self[key]
+            del self[key]
+            return obj
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def clear(self) -> None:
+        super().clear()
+        self.by.clear()
+        self.encoded.clear()
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def collection(self, gvp: tuple, namespace: str | None) -> list[tuple[tuple, dict]]:
+        """``(key, object)`` of one resource in one namespace (all namespaces: None), in key order."""
+        if namespace is not None:
+            found = self.by.get((gvp, namespace), {})
+            return [((gvp, namespace, name), found[name]) for name in sorted(found)]
+        return [((gvp, ns, name), objs[name]) for (g, ns), objs in sorted(self.by.items(), key=lambda kv: kv[0][1] or "")
+                if g == gvp for name in sorted(objs)]
+
+    def json(self, key: tuple, obj: dict) -> bytes:
+        kept = self.encoded.get(key)
+        if kept is None or kept[0] is not obj:
+            kept = self.encoded[key] = (obj, json.dumps(obj).encode())
+        return kept[1]
+
+
 @attrs.define(kw_only=True)
 class StrictEmulator(kmock.KubernetesEmulator):
-    store: dict = attrs.field(factory=dict)
+    store: Store = attrs.field(factory=Store)
     rv: int = 0
     counts: collections.Counter = attrs.field(factory=collections.Counter)
     log: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=LOG_LIMIT))
@@ -831,15 +890,13 @@ class StrictEmulator(kmock.KubernetesEmulator):
     def _validation(request) -> str:
         return request.params.get("fieldValidation") or "Warn"
 
-    def _listed(self, request) -> list[dict]:
-        gvp = self._gvp(request)
+    def _listed(self, request) -> list[tuple[tuple, dict]]:
         match = _selector(request.params.get("labelSelector", ""))
-        return [obj for (g, ns, name), obj in sorted(self.store.items(), key=lambda kv: (kv[0][1] or "", kv[0][2]))
-                if g == gvp and (request.namespace is None or ns == request.namespace)
-                and match((obj.get("metadata") or {}).get("labels") or {})]
+        return [(key, obj) for key, obj in self.store.collection(self._gvp(request), request.namespace)
+                if match((obj.get("metadata") or {}).get("labels") or {})]
 
     async def _do_list(self, request):
-        items = [copy.deepcopy(o) for o in self._listed(request)]
+        items = self._listed(request)
         start = int(request.params.get("continue") or 0)
         limit = int(request.params.get("limit") or 0)
         meta: dict[str, Any] = {"resourceVersion": str(self.rv)}
@@ -847,13 +904,14 @@ class StrictEmulator(kmock.KubernetesEmulator):
             meta["continue"] = str(start + limit)
         items = items[start:start + limit] if limit else items[start:]
         gvp = self._gvp(request)
-        return aiohttp.web.json_response({"apiVersion": _api_version(gvp), "kind": f"{self._kind(gvp).kind}List",
-                                          "metadata": meta, "items": items})
+        head = json.dumps({"apiVersion": _api_version(gvp), "kind": f"{self._kind(gvp).kind}List", "metadata": meta})
+        body = head[:-1].encode() + b', "items": [' + b", ".join(self.store.json(k, o) for k, o in items) + b"]}"
+        return aiohttp.web.Response(body=body, content_type="application/json")
 
     async def _do_watch(self, request):
         """Replay the current objects as ADDED events, then end (a client re-watches)."""
-        lines = [json.dumps({"type": "ADDED", "object": o}) for o in self._listed(request)]
-        return aiohttp.web.Response(body=("\n".join(lines) + "\n").encode() if lines else b"",
+        lines = [b'{"type": "ADDED", "object": ' + self.store.json(k, o) + b"}" for k, o in self._listed(request)]
+        return aiohttp.web.Response(body=b"\n".join(lines) + b"\n" if lines else b"",
                                     content_type="application/json")
 
     async def _do_get(self, request):
@@ -917,9 +975,9 @@ class StrictEmulator(kmock.KubernetesEmulator):
         for obj in objs:
             if obj and obj.get("kind"):
                 return ssa.Kind(gvp[0], obj["kind"])
-        for (g, _, _), obj in self.store.items():
-            if g == gvp:
-                return ssa.Kind(gvp[0], obj["kind"])
+        for (g, _), objs in self.store.by.items():
+            if g == gvp and objs:
+                return ssa.Kind(gvp[0], next(iter(objs.values()))["kind"])
         return ssa.Kind(gvp[0], KIND_OF.get(gvp[2], gvp[2].rstrip("s").capitalize()))
 
     @staticmethod
