@@ -13,10 +13,12 @@ parse and per-file checks of files that did not change between passes.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from reconciler.core import (
     adopt, analysis, hooks, notifications, podsecurity, policy as policies, routes, schema, sizing, tenancy,
@@ -49,11 +51,90 @@ class _FileResult:
 
 
 @dataclass
+class _Entry:
+    """One release file's outcome under one context (settings blob, policy), before the
+    cross-file claims: fatal, or its own problems, or a release with its tenancy and
+    pod-security refusals and what it claims (service hosts, adopted objects)."""
+
+    path: str
+    blob: str
+    context: tuple[str | None, str]
+    deps: dict[str, str | None] = field(default_factory=dict)   # config files read: path -> blob (None: missing)
+    fatal: Problem | None = None
+    doc: Any = None
+    raw: list[_Raw] = field(default_factory=list)
+    release: Release | None = None
+    refusals: list[_Raw] = field(default_factory=list)
+    claims: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)   # (what, where in the spec)
+    _located: dict[tuple[_Raw, ...], list[Problem]] = field(default_factory=dict)
+
+    def located(self, data: bytes, raw: tuple[_Raw, ...]) -> list[Problem]:
+        """``raw`` at file:line:col, located once (a round-trip parse) per set of problems."""
+        try:
+            hash(raw)
+        except TypeError:   # a path part that is not hashable: locate it every time
+            return self._locate(data, raw)
+        if raw not in self._located:
+            self._located = {raw: self._locate(data, raw)}   # the last set only
+        return self._located[raw]
+
+    def _locate(self, data: bytes, raw: tuple[_Raw, ...]) -> list[Problem]:
+        meta = self.doc.get("metadata") if isinstance(self.doc, dict) else None
+        release = (f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict)
+                   and meta.get("name") and meta.get("namespace") else key_from_path(self.path))
+        return _locate(self.path, data, list(raw), release)
+
+
+@dataclass
+class _Claims:
+    """Who claims what (a service host, an adopted Deployment or route), kept up to
+    date entry by entry: a changed file moves its own claims only."""
+
+    by_what: dict[str, dict[str, list[tuple[Any, ...]]]] = field(default_factory=dict)   # what -> path -> spec paths
+    entries: dict[str, _Entry] = field(default_factory=dict)   # the entry each path's claims came from
+
+    def update(self, current: Mapping[str, _Entry]) -> None:
+        for path in [p for p, e in self.entries.items() if current.get(p) is not e]:
+            for what, _ in self.entries.pop(path).claims:
+                holders = self.by_what.get(what, {})
+                holders.pop(path, None)
+                if not holders:
+                    self.by_what.pop(what, None)
+        for path, entry in current.items():
+            if path not in self.entries:
+                self.entries[path] = entry
+                for what, where in entry.claims:
+                    self.by_what.setdefault(what, {}).setdefault(path, []).append(where)
+
+    def clashes(self, path: str) -> list[_Raw]:
+        """A service host, an adopted Deployment or an adopted route is claimed by one release
+        only; every claimant is refused (two writers of one field flip it every pass). In the
+        order a walk over all releases by path meets each contested claim."""
+        entry = self.entries[path]
+        contested = [what for what in dict.fromkeys(w for w, _ in entry.claims) if len(self.by_what[what]) > 1]
+        out: list[_Raw] = []
+        for what in sorted(contested, key=self._first_met):
+            holders = self.by_what[what]
+            others = ", ".join(sorted(p for p, where in holders.items() if p != path for _ in where))
+            out += [(where, f"{what} is also claimed by {others}", False) for where in holders[path]]
+        return out
+
+    def _first_met(self, what: str) -> tuple[str, int]:
+        first = min(self.by_what[what])
+        return first, [w for w, _ in self.entries[first].claims].index(what)
+
+
+@dataclass
 class LoadCache:
-    """Per-file results by blob id, reused across passes. Bounded in size."""
+    """What ``load_files`` keeps across calls: per-file parse results by blob id (bounded
+    in size), each release file's checked outcome by path, the claims index and the
+    settings. Keep one per loop (it is not shared between threads)."""
 
     limit: int = 20_000
     _items: dict[str, _FileResult] = field(default_factory=dict)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    claims: _Claims = field(default_factory=_Claims)
+    _settings: tuple[Any, tuple[dict[str, Any], list[Problem]]] | None = None
 
     def get(self, key: str) -> _FileResult | None:
         return self._items.get(key)
@@ -62,6 +143,19 @@ class LoadCache:
         if len(self._items) >= self.limit:
             self._items.pop(next(iter(self._items)))
         self._items[key] = value
+
+    def state(self) -> dict[str, tuple]:
+        """What the kept results are results of (path -> blob, context, config files): equal
+        states answer every load alike, so a copy kept on disk needs no rewrite."""
+        return {p: (e.blob, e.context, tuple(sorted(e.deps.items()))) for p, e in self.entries.items()}
+
+    def settings(self, context: tuple[str | None, str], load: Callable[[], tuple[dict[str, Any], list[Problem]]]
+                 ) -> tuple[dict[str, Any], list[Problem]]:
+        """The settings and their problems for ``context``, loaded when it changed."""
+        if self._settings is None or self._settings[0] != context:
+            self._settings = (context, load())
+        settings, problems = self._settings[1]
+        return settings, list(problems)
 
 
 def is_release_path(path: str) -> bool:
@@ -432,71 +526,114 @@ def _host_keys(rel: Release) -> list[tuple[tuple[Any, ...], str]]:
 def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
                blobs: Mapping[str, str] | None = None, policy: Mapping[str, Any] | None = None) -> RepoLoad:
     """Load every release under ``releases/`` and ``sluice.yaml`` from ``files``,
-    within the controller's ``policy`` (see ``core.policy``) when there is one."""
-    settings, problems = _settings(files, policy)
+    within the controller's ``policy`` (see ``core.policy``) when there is one.
+
+    With a ``cache`` kept across calls, only files whose blob changed (or whose
+    settings, policy or config files did) are parsed and checked again; the
+    cross-file claims are redone for the hosts and objects a change touches.
+    ``blobs`` (path -> git blob id, as a git tree gives them) saves hashing."""
+    # Loading builds many containers that all stay alive: the cyclic collector would
+    # rescan them again and again (at 10,000 releases it doubled the load). Nothing
+    # here makes cycles, so it waits until the load is done.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(files, cache if cache is not None else LoadCache(), blobs or {}, policy)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _load(files: Mapping[str, bytes], cache: LoadCache, ids: Mapping[str, str],
+          policy: Mapping[str, Any] | None) -> RepoLoad:
+    settings_blob = ids.get(SETTINGS_FILE) or blob_id(files[SETTINGS_FILE]) if SETTINGS_FILE in files else None
+    context = (settings_blob, _fingerprint(policy))
+    settings, problems = cache.settings(context, lambda: _settings(files, policy))
     out = RepoLoad(settings=settings)
-    pending: dict[str, tuple[bytes, list[_Raw], Any]] = {}
-    candidates: list[Release] = []
+    entries: dict[str, _Entry] = {}
     for path in sorted(p for p in files if is_release_path(p) and not is_config_path(p, files)):
-        data = files[path]
-        bad_path = _path_problems(path)
-        if bad_path:
-            pending[path] = (data, [((), m, False) for m in bad_path], None)
-            continue
-        blob = (blobs or {}).get(path) or blob_id(data)
-        res = cache.get(blob) if cache else None
-        if res is None:
-            res = _load_file(path, data)
-            if cache:
-                cache.put(blob, res)
-        if res.fatal:
-            fatal = res.fatal
-            out.invalid[path] = [Problem(path, fatal.message, (), fatal.line, fatal.col, key_from_path(path))]
-            continue
-        rel = Release(path=path, doc=res.doc, blob=blob)
-        raw = list(res.raw)
-        if res.schema_ok:
-            raw += _metric_problems(rel, settings, policy) + hooks.problems(rel, policy)
-            if (rel.spec.get("config") or {}).get("files"):
-                config, bad_config = _config_files(rel, files)
-                rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config
-        if raw:
-            pending[path] = (data, raw, res.doc)
+        blob = ids.get(path) or blob_id(files[path])   # with ``blobs``, an unchanged file's bytes are never read
+        entry = cache.entries.get(path)
+        if entry is None or entry.blob != blob or entry.context != context or not _deps_same(entry, files, ids):
+            entry = _entry(path, files[path], blob, context, files, ids, settings, policy, cache)
+        entries[path] = entry
+    cache.claims.update(entries)
+    cache.entries = entries
+    pending: dict[str, list[Problem]] = {}
+    refused: dict[str, list[Problem]] = {}
+    for path, entry in entries.items():
+        if entry.fatal is not None:
+            out.invalid[path] = [entry.fatal]
+        elif entry.release is None:
+            pending[path] = list(entry.located(files[path], tuple(entry.raw)))
         else:
-            candidates.append(rel)
-    # Cross-file: tenancy first, so a release reaching into another team's hosts
-    # is refused and cannot take the rightful owner down with it in a host clash.
-    clashes: dict[str, list[_Raw]] = {}
-    for rel, path, message in tenancy.check(candidates, settings, policy) + podsecurity.check(candidates, policy):
-        clashes.setdefault(rel.path, []).append((path, message, False))
-    # A service host, an adopted Deployment or an adopted route is claimed by one release
-    # only; every claimant is refused (two writers of one field flip it every pass).
-    claims: dict[str, list[tuple[Release, tuple[Any, ...]]]] = {}
-    for rel in (r for r in candidates if r.path not in clashes):
-        keys = [(p, f"service host {host}") for p, host in _host_keys(rel)] + adopt.claims(rel)
-        for p, what in keys:
-            claims.setdefault(what, []).append((rel, p))
-    for what, who in claims.items():
-        if len({r.path for r, _ in who}) > 1:
-            for rel, p in who:
-                others = ", ".join(sorted(o.path for o, _ in who if o.path != rel.path))
-                clashes.setdefault(rel.path, []).append((p, f"{what} is also claimed by {others}", False))
-    for rel in candidates:
-        if rel.path in clashes:
-            pending[rel.path] = (files[rel.path], clashes[rel.path], rel.doc)
-        else:
-            out.releases.append(rel)
-    for path, (data, raw, doc) in pending.items():
-        meta = doc.get("metadata") if isinstance(doc, dict) else None
-        release = (f"{meta.get('namespace')}/{meta.get('name')}" if isinstance(meta, dict)
-                   and meta.get("name") and meta.get("namespace") else key_from_path(path))
-        out.invalid[path] = _locate(path, data, raw, release)
+            raw = entry.refusals or cache.claims.clashes(path)
+            if raw:
+                refused[path] = list(entry.located(files[path], tuple(raw)))
+            else:
+                out.releases.append(entry.release)
+    out.invalid.update(pending)
+    out.invalid.update(refused)
     if problems:   # invalid settings hold every release as it runs: no default, no "no rules"
+        problems = list(problems)
         _hold_all(out, problems[0])
     for path in sorted(out.invalid):
         problems.extend(out.invalid[path])
     out.problems = problems
     return out
+
+
+def _fingerprint(policy: Mapping[str, Any] | None) -> str:
+    """The policy as text, so a cached result is reused only under the same policy."""
+    return json.dumps(policy, sort_keys=True, default=repr) if policy is not None else ""
+
+
+def _deps_same(entry: _Entry, files: Mapping[str, bytes], ids: Mapping[str, str]) -> bool:
+    """Are the config files an entry read (``spec.config.files``) as they were?"""
+    return all((ids.get(p) or blob_id(files[p]) if p in files else None) == blob for p, blob in entry.deps.items())
+
+
+def _entry(path: str, data: bytes, blob: str, context: tuple[str | None, str], files: Mapping[str, bytes],
+           ids: Mapping[str, str], settings: Mapping[str, Any], policy: Mapping[str, Any] | None,
+           cache: LoadCache) -> _Entry:
+    """One release file's outcome in ``context``: every check but the cross-file claims."""
+    entry = _Entry(path, blob, context)
+    bad_path = _path_problems(path)
+    if bad_path:
+        entry.raw = [((), m, False) for m in bad_path]
+        return entry
+    # by path and blob: a file's own checks depend on where it is (namespace = folder, name = file)
+    res = cache.get(f"{path}\0{blob}")
+    if res is None:
+        res = _load_file(path, data)
+        cache.put(f"{path}\0{blob}", res)
+    if res.fatal:
+        entry.fatal = Problem(path, res.fatal.message, (), res.fatal.line, res.fatal.col, key_from_path(path))
+        return entry
+    entry.doc = res.doc
+    rel = Release(path=path, doc=res.doc, blob=blob)
+    raw = list(res.raw)
+    if res.schema_ok:
+        raw += _metric_problems(rel, settings, policy) + hooks.problems(rel, policy)
+        names = (rel.spec.get("config") or {}).get("files")
+        if names:
+            folder = config_folder(path)
+            entry.deps = {folder + n: (ids.get(folder + n) or blob_id(files[folder + n]) if folder + n in files
+                                       else None) for n in names}
+            config, bad_config = _config_files(rel, files)
+            rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config
+    entry.raw = raw
+    if raw:
+        return entry
+    entry.release = rel
+    # tenancy first, so a release reaching into another team's hosts is refused
+    # and cannot take the rightful owner down with it in a host clash
+    entry.refusals = [(p, message, False) for _, p, message in
+                      tenancy.check([rel], settings, policy) + podsecurity.check([rel], policy)]
+    if not entry.refusals:
+        entry.claims = [(what, p) for p, host in _host_keys(rel) for what in (f"service host {host}",)]
+        entry.claims += [(what, p) for p, what in adopt.claims(rel)]
+    return entry
 
 
 def _hold_all(out: RepoLoad, first: Problem) -> None:

@@ -9,6 +9,9 @@ Two parsers, each where it is best:
   scanned without recursion: one document only, nesting depth bounded,
   anchors/aliases counted as if expanded (billion laughs), so nothing
   hostile reaches a recursive composer.
+  Documents without anchors (nearly all) are then built by a plain tree
+  walk that also finds duplicate keys; anything unusual (tags, merge keys,
+  aliases) goes through PyYAML's own constructor.
 - Positions (``locate``) use ruamel.yaml round-trip mode, only for files
   that have problems: it knows the line and column of every key and value.
 
@@ -40,6 +43,17 @@ class _Loader(_Base):  # type: ignore[misc,valid-type]
     writes back means the same when read again."""
 
     yaml_implicit_resolvers: dict = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        """PyYAML's resolve without its path resolvers (none are registered): the C
+        composer calls it for every node, so it is a good part of the parse."""
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+            return self.DEFAULT_SCALAR_TAG
+        return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
 
 
 for _tag, _regexp, _first in (
@@ -97,6 +111,8 @@ def decode(data: bytes, limit: int = MAX_BYTES) -> str:
         line, col = _pos(good, len(good))
         raise YamlProblem(f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded", line, col) from None
     text = text.removeprefix("\ufeff")
+    if "\t" not in text:   # the common case: no line to look at
+        return text
     for lineno, raw in enumerate(text.splitlines(), 1):
         stripped = raw.lstrip(" ")
         if stripped.startswith("\t"):
@@ -166,6 +182,47 @@ def _check_duplicates(node: yaml.Node) -> None:
             todo.extend(cur.value)
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+# the scalar constructors of the plain data a spec holds; any other tag takes the full constructor
+_SCALARS = {tag: _Loader.yaml_constructors[tag] for tag in (
+    "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")}
+
+
+class _Unusual(Exception):
+    """A node the plain builder leaves to PyYAML's constructor (a tag, a merge key, a non-scalar key, a duplicate)."""
+
+
+def _plain(loader: Any, node: yaml.Node) -> Any:
+    """The plain data of ``node`` (a tree: no aliases), as PyYAML's constructor would
+    build it, ~4x faster: no per-node bookkeeping. Raises _Unusual for anything but
+    maps, sequences and the core scalars, so PyYAML's constructor and its messages
+    keep every other case."""
+    if node.__class__ is yaml.ScalarNode:
+        if node.tag == _STR:
+            return node.value
+        make = _SCALARS.get(node.tag)
+        if make is None:
+            raise _Unusual
+        return make(loader, node)
+    if node.__class__ is yaml.MappingNode and node.tag == _MAP:
+        out: dict[Any, Any] = {}
+        written: set[str] = set()   # keys as written, as _check_duplicates compares them
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not yaml.ScalarNode or key_node.value in written:
+                raise _Unusual   # a duplicate: _check_duplicates words it
+            written.add(key_node.value)
+            key = _plain(loader, key_node)
+            if key in out:
+                raise _Unusual   # 1 and 01: PyYAML keeps the last
+            out[key] = _plain(loader, value_node)
+        return out
+    if node.__class__ is yaml.SequenceNode and node.tag == _SEQ:
+        return [_plain(loader, item) for item in node.value]
+    raise _Unusual
+
+
 _DEEP_INDENT = re.compile(rb"\n {100,}\S")
 
 
@@ -188,6 +245,11 @@ def parse(data: bytes, *, limit: int = MAX_BYTES) -> Any:
             node = loader.get_single_node()
             if node is None:
                 raise YamlProblem("empty file: expected a Release document")
+            if b"&" not in data:   # no anchor, so no alias: the node graph is a tree
+                try:
+                    return _plain(loader, node)
+                except _Unusual:
+                    pass
             _check_duplicates(node)
             return loader.construct_document(node)
         finally:
