@@ -176,3 +176,79 @@ def test_a_server_error_on_a_port_that_contains_401_is_not_an_auth_error(tmp_pat
     err = gitpython.GitCommandError(["git", "fetch"], 128, stderr="fatal: unable to access "
                                     "'http://127.0.0.1:8080/config.git/': The requested URL returned error: 403")
     assert isinstance(repo._fail("fetch", err), GitAuthError)
+
+
+def _bloom_stats(repo: GitRepo, path: str) -> dict:
+    """git's own count of how a path-limited log used the changed-path filters (trace2)."""
+    import json
+    import os
+    trace = repo.workdir.parent / "trace2.txt"
+    trace.unlink(missing_ok=True)
+    subprocess.run(["git", "-C", str(repo.workdir), "log", "--format=%H", repo.remote_ref, "--", path],
+                   env={**os.environ, "GIT_TRACE2_PERF": str(trace)}, check=True, capture_output=True)
+    line = next(ln for ln in trace.read_text().splitlines() if "statistics:" in ln and "bloom" in ln)
+    return json.loads(line.split("statistics:", 1)[1])
+
+
+def test_the_clone_keeps_changed_path_filters_for_every_fetched_commit(tmp_path, bare):
+    repo = GitRepo(str(bare), tmp_path / "clone")
+    repo.sync()
+    human = clone_work(str(bare), tmp_path / "human")
+    for i in range(3):   # later commits arrive by fetch: the fetch extends the graph, filters included
+        human_commit(human, {f"notes/{i}.txt": "x"}, f"note {i}")
+        repo.sync()
+    repo.write(status_plan("releases/shop/cart.yaml", 1))   # our own commit: the next fetch adds it
+    human_commit(human, {"notes/last.txt": "x"}, "last")
+    repo.sync()
+    stats = _bloom_stats(repo, "releases/shop/cart.yaml")
+    assert stats["filter_not_present"] == 0, stats     # every commit but the root has a filter
+    assert stats["definitely_not"] >= 4, stats          # the notes were skipped without a tree diff
+    assert [r.action for r in repo.history("shop/cart")] == ["edit", "advance"]
+
+
+def test_history_never_writes_into_a_persons_checkout(tmp_path, bare):
+    human = clone_work(str(bare), tmp_path / "human")
+    human_commit(human, {"releases/shop/cart.yaml": "spec: {a: 9}\n"}, "retarget")
+    before = sorted(p.relative_to(human) for p in (human / ".git").rglob("*"))
+    repo = GitRepo.open_local(human)
+    assert [r.subject for r in repo.history("shop/cart")] == ["seed", "retarget"]
+    assert sorted(p.relative_to(human) for p in (human / ".git").rglob("*")) == before
+
+
+def test_history_of_a_yml_release_file(tmp_path):
+    bare = make_bare(tmp_path, seed={"releases/shop/cart.yml": "spec: {a: 1}\n"})
+    repo = GitRepo(str(bare), tmp_path / "clone")
+    repo.sync()
+    assert [r.subject for r in repo.history("shop/cart")] == ["seed"]
+    assert repo.history("shop/other") == []
+
+
+def test_tip_reads_packed_refs_and_an_unfetched_branch_is_a_clear_error(tmp_path, bare):
+    repo = GitRepo(str(bare), tmp_path / "clone")
+    tip = repo.sync()
+    assert tip == run("rev-parse", "main", cwd=bare).strip()
+    run("pack-refs", "--all", cwd=tmp_path / "clone")   # no loose ref file left
+    assert not (tmp_path / "clone" / "refs/remotes/origin/main").exists()
+    assert repo.tip() == tip
+    empty = GitRepo(str(bare), tmp_path / "empty")
+    empty._ensure()
+    with pytest.raises(GitAuthError, match="has not been fetched"):
+        empty.tip()
+
+
+def test_a_later_successful_push_drops_the_kept_work(tmp_path, bare):
+    repo = GitRepo(str(bare), tmp_path / "clone")
+    repo.sync()
+    human = clone_work(str(bare), tmp_path / "human")
+
+    def racing(snap):
+        human_commit(human, {f"notes/{snap.tip}.txt": "x"}, "note")
+        return [CommitPlan({"releases/shop/cart.yaml": b"spec: {}\nstatus: {v: 1}\n"}, "step\n")]
+
+    with pytest.raises(GitError, match="refs/sluice/pending"):
+        repo.write(racing, max_attempts=1, sleep=lambda s: None)
+    assert run("for-each-ref", PENDING_REF, cwd=tmp_path / "clone").strip()
+    repo.sync()
+    result = repo.write(status_plan("releases/shop/cart.yaml", 2))
+    assert result.pushed and repo.tip() == result.tip == run("rev-parse", "main", cwd=bare).strip()
+    assert run("for-each-ref", PENDING_REF, cwd=tmp_path / "clone").strip() == ""

@@ -22,6 +22,7 @@ import base64
 import logging
 import os
 import random
+import collections.abc
 import re
 import shlex
 import subprocess
@@ -132,6 +133,31 @@ class Snapshot:
         return self.repo.read_file(self.tip, path)
 
 
+class TreeFiles(collections.abc.Mapping):
+    """A commit's files by path, read from git when first asked for (``prefetch`` reads
+    several in one ``cat-file``)."""
+
+    def __init__(self, repo: "GitRepo", blobs: dict[str, str]):
+        self.repo, self.blobs = repo, blobs
+
+    def prefetch(self, paths: Iterable[str]) -> None:
+        self.repo._cat([self.blobs[p] for p in paths if p in self.blobs])
+
+    def __getitem__(self, path: str) -> bytes:
+        sha = self.blobs[path]
+        self.repo._cat([sha])
+        return self.repo._blobs[sha]
+
+    def __iter__(self):
+        return iter(self.blobs)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.blobs
+
+
 class GitRepo:
     """Sluice's bare clone of ``url`` at ``workdir``, following ``branch``."""
 
@@ -145,7 +171,7 @@ class GitRepo:
         self.sign_config = dict(sign_config or {})
         self._repo: git.Repo | None = None
         self._blobs: dict[str, bytes] = {}
-        self._graph_tip: str | None = None
+        self._graph_ok = False          # a commit-graph with changed-path filters exists
 
     @classmethod
     def open_local(cls, path: str | os.PathLike) -> "GitRepo":
@@ -202,7 +228,6 @@ class GitRepo:
         self.git("config", "remote.origin.fetch", f"+refs/heads/{self.branch}:{self.remote_ref}")
         self.git("config", "gc.auto", "0")          # gc when we choose, never in the middle of a pass
         self.git("config", "core.commitGraph", "true")
-        self.git("config", "fetch.writeCommitGraph", "false")
 
     def _clear_stale_locks(self) -> None:
         """A controller killed mid-fetch or mid-commit leaves ``*.lock`` files that
@@ -216,31 +241,49 @@ class GitRepo:
         """Fetch the remote branch; returns its tip sha."""
         self._ensure()
         try:
-            self.git("fetch", "--quiet", "--no-tags", "origin",
+            self.git(*self._fetch_config(), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin",
                      f"+refs/heads/{self.branch}:{self.remote_ref}")
         except git.GitCommandError as exc:
             raise self._fail("fetch", exc) from exc
         tip = self.tip()
-        self._maybe_write_graph(tip)
+        self._ensure_graph()
         return tip
 
+    def _fetch_config(self) -> list[str]:
+        """``-c`` options of a fetch. Maintenance never runs in the middle of a pass (as
+        ``gc.auto=0``). Once the clone has a commit-graph with changed-path filters, the
+        fetch itself adds the new commits to it (a split layer, filters included, in the
+        fetch's own process); before that, ``_ensure_graph`` writes the first one, since
+        a first layer written by fetch would carry no filters and later layers inherit that."""
+        return ["-c", "maintenance.auto=false",
+                "-c", f"fetch.writeCommitGraph={'true' if self._has_graph() else 'false'}"]
+
     def tip(self) -> str:
+        """The fetched tip, read from the ref files (no git process: each pass asks often)."""
         self._ensure()
         try:
-            return self.git("rev-parse", "--verify", "--quiet", self.remote_ref).strip()
-        except git.GitCommandError as exc:
+            return git.SymbolicReference.dereference_recursive(self._repo, self.remote_ref)
+        except (ValueError, OSError) as exc:
             raise GitAuthError(f"branch {self.branch!r} has not been fetched from "
                                f"{redact(self.url, self.creds.secrets())}") from exc
 
-    def _maybe_write_graph(self, tip: str) -> None:
-        """Keep a commit-graph with changed-path filters: path-limited log gets ~8x faster."""
-        if tip == self._graph_tip:
+    def _has_graph(self) -> bool:
+        info = self.workdir / "objects" / "info"
+        return (info / "commit-graphs" / "commit-graph-chain").exists() or (info / "commit-graph").exists()
+
+    def _ensure_graph(self) -> None:
+        """The first commit-graph of the clone, with changed-path Bloom filters: a
+        path-limited log (history, last change) then reads one filter per commit instead
+        of diffing its tree, ~8x faster at 100,000 commits. Later fetches extend it."""
+        if self._graph_ok:
             return
-        try:
-            self.git("commit-graph", "write", "--reachable", "--changed-paths", "--split", "--size-multiple=4")
-            self._graph_tip = tip
-        except git.GitCommandError:
-            pass  # an optimisation only
+        if not self._has_graph():
+            try:
+                self.git("commit-graph", "write", "--reachable", "--changed-paths", "--split")
+            except git.GitCommandError as exc:
+                log.warning("no commit-graph written (history stays correct, only slower): %s", exc)
+                return
+        self._graph_ok = True
 
     # --- read -----------------------------------------------------------------
     def blob_ids(self, commit: str, prefixes: tuple[str, ...] = ("releases/", "sluice.yaml")) -> dict[str, str]:
@@ -277,6 +320,11 @@ class GitRepo:
         blobs = self.blob_ids(commit, prefixes)
         self._cat(list(blobs.values()))
         return {path: self._blobs[sha] for path, sha in blobs.items()}
+
+    def tree_files(self, blobs: Mapping[str, str]) -> "TreeFiles":
+        """``{path: bytes}`` of ``blobs`` (path -> blob id, as ``blob_ids`` gives them) read
+        from git only when asked for: a load given the blob ids reads changed files only."""
+        return TreeFiles(self, dict(blobs))
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         blobs = self.blob_ids(commit, (path,))
@@ -372,8 +420,8 @@ class GitRepo:
                 return PushResult(pushed=False, tip=tip, attempts=attempt, retries=attempt - 1)
             ok, reason = self._push(head)
             if ok:
-                self.git("update-ref", self.remote_ref, head)
-                self._drop_pending()
+                # one transaction: the remote-tracking ref moves and the kept work is dropped
+                self._run(["update-ref", "--stdin"], f"update {self.remote_ref} {head}\ndelete {PENDING_REF}\n".encode())
                 return PushResult(pushed=True, tip=head, commits=commits, attempts=attempt, retries=attempt - 1)
             self.git("update-ref", PENDING_REF, head)   # keep the work until it lands or is recomputed
             result.error = reason
@@ -384,12 +432,6 @@ class GitRepo:
         result.retries = result.attempts - 1
         raise GitError(f"push to {redact(self.url, self.creds.secrets())} {self.branch} rejected "
                        f"{result.attempts} times ({result.error}); unpushed commits kept at {PENDING_REF}")
-
-    def _drop_pending(self) -> None:
-        try:
-            self.git("update-ref", "-d", PENDING_REF)
-        except git.GitCommandError:
-            pass
 
     # --- history ----------------------------------------------------------------
     def log_file(self, paths: list[str], ref: str | None = None, limit: int | None = None) -> list[RawCommit]:
@@ -414,7 +456,7 @@ class GitRepo:
         ns, name = release.split("/", 1)
         path = f"releases/{ns}/{name}.yaml"
         yml = path.removesuffix(".yaml") + ".yml"
-        if not self.blob_ids(ref or self.remote_ref, (path,)) and self.blob_ids(ref or self.remote_ref, (yml,)):
+        if path not in (present := self.blob_ids(ref or self.remote_ref, (path, yml))) and yml in present:
             path = yml
         # one literal path: git's changed-path Bloom filters only help a single pathspec
         return history(self.log_file([path], ref), release)
