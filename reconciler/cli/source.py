@@ -3,16 +3,19 @@ place, never written) or a URL (cloned into a cache directory of ours)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from git import GitCommandError
 
 from reconciler.adapters.files import read_tree
 from reconciler.adapters.gitrepo import Credentials, GitRepo
-from reconciler.core.loader import load_files
+from reconciler.adapters.loadcache import DiskLoadCache, cache_file
+from reconciler.core.loader import LoadCache, load_files
 from reconciler.core.model import RepoLoad
 from reconciler.errors import GitError
 
@@ -29,10 +32,13 @@ class Source:
     url: str | None
 
     def load(self) -> RepoLoad:
-        if self.url:
-            tip = self.repo.sync()
-            return load_files(self.repo.read_files(tip))
-        return load_files(read_tree(self.path))
+        """The repo as committed (a URL: fetched first) or as checked out, parsed and checked
+        only where a file's blob changed since the last call on this repo (the cache on disk)."""
+        with kept_cache(self.url or os.path.abspath(self.path)) as cache:
+            if self.url:
+                tip = self.repo.sync()
+                return load_files(self.repo.read_files(tip), cache=cache)
+            return load_files(read_tree(self.path), cache=cache)
 
     def last_changes(self, paths: set[str], depth: int = 5000) -> dict[str, tuple[str, str]]:
         """path -> (author, ISO date) of the newest commit touching it, one walk of at most ``depth`` commits."""
@@ -56,6 +62,18 @@ class Source:
             if len(found) == len(paths):
                 break
         return found
+
+
+@contextlib.contextmanager
+def kept_cache(what: str) -> Iterator[LoadCache]:
+    """The loader's cache for the repo ``what`` (a path or URL), read from Sluice's cache
+    dir and written back when the loads made in the block changed it."""
+    disk = DiskLoadCache(cache_file(cache_dir(), what))
+    cache = disk.open()
+    before = cache.state()
+    yield cache
+    if cache.state() != before:
+        disk.save(cache)
 
 
 def open_source(where: str, branch: str = "main") -> Source:

@@ -19,7 +19,8 @@ import click
 from git import GitCommandError
 
 from reconciler.adapters.gitrepo import GitRepo
-from reconciler.core.loader import LoadCache, load_files
+from reconciler.cli.source import kept_cache
+from reconciler.core.loader import load_files
 from reconciler.core.plan import build_plan, markdown, text
 
 
@@ -43,11 +44,15 @@ def command(repo: str, base: str, head: str, fmt: str, allow_skip_analysis: bool
     changed = {p for p in base_ids.keys() | head_ids.keys() if base_ids.get(p) != head_ids.get(p)}
     if "sluice.yaml" in changed:   # repo-wide settings touch every release
         changed |= {p for p in head_ids if p.startswith("releases/")}
-    cache = LoadCache()   # files the change did not touch are parsed once, not twice
-    head_files = git.read_files(head_sha, prefixes)
-    plan = build_plan(load_files(git.read_files(base_sha, prefixes), cache=cache, blobs=base_ids),
-                      load_files(head_files, cache=cache, blobs=head_ids), changed,
-                      allow_skip_analysis=allow_skip_analysis, files=head_files)
+    # files the change did not touch are parsed once, not twice, and not again on the next plan
+    with kept_cache("plan:" + str(git.workdir.resolve())) as cache:
+        kept = {p: state[0] for p, state in cache.state().items()}
+        base_files, head_files = git.tree_files(base_ids), git.tree_files(head_ids)
+        for files, ids in ((base_files, base_ids), (head_files, head_ids)):   # one read of what is not kept
+            files.prefetch([p for p, blob in ids.items() if kept.get(p) != blob or not p.startswith("releases/")])
+        plan = build_plan(load_files(base_files, cache=cache, blobs=base_ids),
+                          load_files(head_files, cache=cache, blobs=head_ids), changed,
+                          allow_skip_analysis=allow_skip_analysis, files=head_files)
     if fmt == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     elif fmt == "markdown":
