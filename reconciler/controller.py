@@ -41,8 +41,9 @@ from reconciler.core.decide import (
     CHECKED, Decision, Observations, analysis_due, check_ignored, decide, interval, iso, overdue_at, rebuild_doubts,
     rollback_doubts, stages, status_doubts, wake_in, window_start,
 )
-from reconciler.core.loader import SETTINGS_FILE, LoadCache, load_files, locate
-from reconciler.core.messages import format_commit
+from reconciler.core.loader import SETTINGS_FILE, LoadCache, is_release_path, load_files, locate
+from reconciler.core.messages import format_commit, replica_trailer
+from reconciler.core.shards import REPO_WIDE
 from reconciler.core import notifications
 from reconciler.core.model import LIVE_PHASES, Applied, Event, Problem, Readiness, Release, RepoLoad
 from reconciler.core.policy import providers as configured_providers
@@ -88,6 +89,7 @@ class ApplyReport:
     deleted: int = 0
     drifted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)   # releases with something to do or that failed to compare
 
 
 @dataclass
@@ -116,6 +118,20 @@ class PassReport:
     timings: dict[str, float] = field(default_factory=dict)   # monotonic marks, for benchmarks
     release_errors: dict[str, str] = field(default_factory=dict)   # release -> what failed, this pass
     next_pass_in: float | None = None   # seconds until the earliest release wants another look
+    settled: int = 0   # releases found at rest with nothing they depend on changed: not looked at again
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A release a full pass found at rest (no event, nothing to apply, no drift, no check,
+    nothing scheduled: decide.wake_in is None), with the inputs that pass saw: its blob, the
+    repo's other files, and its live objects' resourceVersions. While the inputs are the same,
+    nothing can move it (time cannot: nothing is scheduled), so a pass reuses what was found
+    instead of deciding, rendering and diffing it again: a no-op pass costs the LISTs."""
+    inputs: tuple
+    obs: Observations
+    decision: Decision
+    objects: tuple
 
 
 def _whole(value: Any) -> int:
@@ -136,10 +152,15 @@ class Controller:
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  notify: Notifications | None = None,
-                 can_write: Callable[[], bool] = lambda: True, trust=None):
+                 can_write: Callable[[], bool] = lambda: True, trust=None,
+                 owns: Callable[[str], bool] | None = None, replica: str | None = None):
         self.repo, self.target, self.prometheus = repo, target, prometheus
         target.clock = clock   # a target keeps the times it observes by the controller's clock
         self.clock, self.can_write = clock, can_write
+        # --shards: this replica handles only the releases whose shard it holds (asked again before each
+        # write), and prunes only theirs; ``replica`` names it in its commits (Sluice-Replica)
+        self.owns, self.replica = owns or (lambda key: True), replica
+        target.owns = self.owns
         self.notify = notify          # notifications and commit statuses; built when sluice.yaml asks for one
         if notify is not None:
             notify.can_write = can_write   # a replica that lost its lease delivers nothing it queued
@@ -153,6 +174,8 @@ class Controller:
         self._answers: dict[str, list[hooks.Answer]] = {}
         self._answers_lock = threading.Lock()
         self.hook_sender: Sender | None = None   # built when a committed event first fires a hook
+        # releases at rest, by key: what their last full look saw (inputs) and found (nothing to do)
+        self._settled: dict[str, Settled] = {}
 
     # --- hooks (docs/hooks.md) ---------------------------------------------------
     def _gate(self, rel: Release, found: list[Mapping[str, Any]]) -> Gate | None:
@@ -327,8 +350,8 @@ class Controller:
         self._bodies: dict[str, bytes] = {}
         for key, (rel, obs, decision) in sorted(decisions.items()):
             cur = fresh_by_key.get(key)
-            if cur is None:
-                continue   # removed or made invalid meanwhile: nothing to write for it
+            if cur is None or not self.owns(key):
+                continue   # removed or made invalid meanwhile, or its shard lost: nothing to write for it
             got = self._isolated(report, key, "commit", lambda: self._plan_one(
                 key, rel, obs, decision, cur, tip_files, fresh.settings, rendered_now, now, report))
             if got is None:
@@ -344,10 +367,11 @@ class Controller:
             if decision.event is None:
                 render_only.update(files)   # no step happened: one commit for all of them
                 continue
-            plans.append(CommitPlan(files, format_commit(decision.event)))
+            plans.append(CommitPlan(files, format_commit(decision.event, replica=self.replica)))
         if self.target.name == "git":
             # kustomizations, and Sluice's own files of releases that left git; held ones stay
             held = ({r.key for r in fresh.releases} - set(self._bodies)) | {p.release for p in fresh.problems if p.release}
+            held |= {k for k in map(manifests.key_of, rendered_now) if k and not self.owns(k)}   # other shards'
             in_commits = {path for plan in plans for path in plan.files}
             tree = {p: d for p, d in manifests.changes(self._bodies, rendered_now, held).items()
                     if p not in in_commits and p not in render_only}
@@ -358,10 +382,12 @@ class Controller:
         if render_only:
             n = len(render_only)
             plans.append(CommitPlan(render_only, f"sluice: render manifests ({n} file{'s' * (n != 1)})\n\n"
-                                                 "Sluice-Release: -\nSluice-Action: render\n"))
+                                                 "Sluice-Release: -\nSluice-Action: render\n"
+                                                 + replica_trailer(self.replica)))
         return plans
 
-    def _record_drift(self, decisions, loaded: RepoLoad, now: datetime, report: PassReport) -> None:
+    def _record_drift(self, decisions, loaded: RepoLoad, now: datetime, report: PassReport,
+                      settled: set[str] = frozenset()) -> None:
         """Live objects changed behind git's back: note it in status (a commit), then repair.
         The same drift again (a repair the cluster keeps refusing, a person who keeps
         editing) is repaired each pass but committed once."""
@@ -369,7 +395,7 @@ class Controller:
         if detect is None:
             return
         for key, (rel, obs, d) in list(decisions.items()):
-            if d.event is not None or d.urgent:
+            if d.event is not None or d.urgent or key in settled:   # settled: its live objects did not change
                 continue
             found = self._isolated(report, key, "drift", lambda rel=rel, d=d, key=key: detect(
                 key, render(rel.with_status(d.status), loaded.settings)))
@@ -459,6 +485,34 @@ class Controller:
         for problem in problems:
             log.error("release=%s held: %s", rel.key, problem)
 
+    def _inputs(self, rel: Release, config: int) -> tuple | None:
+        """What a settled ``rel`` depends on (see Settled); None when its target cannot tell."""
+        if not getattr(self.target, "settles", False):
+            return None
+        live = tuple(sorted((o.get("kind") or "", (o.get("metadata") or {}).get("name") or "",
+                             (o.get("metadata") or {}).get("resourceVersion") or "")
+                            for o in self.target.objects_of(rel.key)))
+        return (rel.blob, config, tuple(sorted(rel.files.items())), live)
+
+    def _settle(self, decisions, inputs: Mapping[str, tuple | None], settled: set[str], committed, desired,
+                report: PassReport, wake: Mapping[str, float | None]) -> None:
+        """Remember the releases this pass found at rest, forget every other one."""
+        touched = report.applied.touched if report.applied is not None else set(decisions)
+        with self._answers_lock:
+            answering = {k for k, v in self._answers.items() if v}
+        for key, (rel, obs, d) in decisions.items():
+            if key in settled:
+                continue
+            c = committed.get(key)
+            if (inputs.get(key) is None or d.event is not None or d.urgent or (c is not None and c.event is not None)
+                    or obs.analysis is not None or obs.rollback is not None or key in report.release_errors or key in touched
+                    or key not in desired or wake.get(key) is not None or key in answering or not self.owns(key)):
+                self._settled.pop(key, None)
+                continue
+            self._settled[key] = Settled(inputs[key], obs, d, tuple(desired[key]))
+        for key in set(self._settled) - set(decisions):
+            del self._settled[key]
+
     def _decide_one(self, rel: Release, settings, files, now: datetime, report: PassReport):
         running = self._running(rel)
         doubts = self._doubts(rel, files, now, running)
@@ -519,7 +573,7 @@ class Controller:
         if any(p.file == SETTINGS_FILE for p in loaded.problems):
             # invalid settings hold every release: nothing observed, applied, pruned or committed (invariant 9)
             log.error("holding every release: %s is invalid", SETTINGS_FILE)
-            if self.notify is not None and self.can_write():   # told once per set of problems, by the leader
+            if self.notify is not None and self.can_write() and self.owns(REPO_WIDE):   # told once, by one replica
                 self.notify.held([p for p in loaded.problems if p.file == SETTINGS_FILE])
             self.last = report
             return report
@@ -534,7 +588,17 @@ class Controller:
         # held: invalid in git, untrusted status, or a failure of its own; left as it runs
         keep = {p.release for p in loaded.problems if p.release}
         decisions: dict[str, tuple[Release, Observations, Decision]] = {}
-        for rel in loaded.releases:
+        # the repo's other files (sluice.yaml); a release's config files are its own input (rel.files)
+        config = hash(tuple(sorted((p, d) for p, d in files.items() if not is_release_path(p))))
+        inputs: dict[str, tuple | None] = {}
+        settled: set[str] = set()
+        for rel in [r for r in loaded.releases if self.owns(r.key)]:   # another replica's shard: not looked at
+            inputs[rel.key] = self._inputs(rel, config)
+            was = self._settled.get(rel.key)
+            if was is not None and inputs[rel.key] == was.inputs:
+                decisions[rel.key] = (rel, was.obs, was.decision)   # at rest, and nothing it depends on changed
+                settled.add(rel.key)
+                continue
             got = self._isolated(report, rel.key, "decide",
                                  lambda rel=rel: self._decide_one(rel, loaded.settings, files, now, report))
             if got is None:
@@ -542,7 +606,8 @@ class Controller:
             else:
                 decisions[rel.key] = got
         report.timings["decided"] = time.monotonic()
-        self._record_drift(decisions, loaded, now, report)
+        report.settled = len(settled)
+        self._record_drift(decisions, loaded, now, report, settled)
         recording = self._record_hooks(decisions)
         writer = self.can_write()
         # a rollback reaches the cluster before its commit (invariant 1's one exception)
@@ -552,11 +617,14 @@ class Controller:
                 objs = self._isolated(report, k, "render", lambda rel=rel, d=d: self._urgent_objects(rel, d, loaded.settings))
                 if objs is not None:
                     urgent[k] = objs
+        urgent = {k: objs for k, objs in urgent.items() if self.owns(k)}   # its shard still ours, right before
         if urgent and writer and self.target.name != "git":
             self.target.apply(urgent, keep=keep, urgent=True)
             report.timings["rollback_applied"] = time.monotonic()
         committed: dict[str, Decision] = {}
-        if writer:
+        # nothing to commit: no event, no hook answer to record, no manifests (the git target): no write
+        if writer and (self.target.name == "git" or any(d.event is not None or d.urgent for _, _, d in decisions.values())
+                       or any(recording.values())):
             try:
                 result = self.repo.write(lambda snap: self._plans(snap, loaded, decisions, now, committed, report),
                                          verify=lambda tip: self._verify_tip(tip, again=False))   # each retry's tip too
@@ -571,9 +639,12 @@ class Controller:
                 committed.clear()
                 log.error("write-back failed: %s", exc)
         statuses = {k: (committed[k].status if k in committed else rel.status) for k, (rel, _, _) in decisions.items()}
+        desired: dict[str, list[dict]] = {}
         if writer and self.target.name != "git":
-            desired: dict[str, list[dict]] = {}
             for k, (rel, _, _) in decisions.items():
+                if k in settled:
+                    desired[k] = list(self._settled[k].objects)
+                    continue
                 if k in urgent and k not in committed:
                     desired[k] = urgent[k]   # its commit did not land: the mark stays until it does
                     continue
@@ -583,8 +654,14 @@ class Controller:
                     keep.add(k)
                 else:
                     desired[k] = objs
-            report.applied = self.target.apply(desired, keep=keep)
+            lost = {k for k in desired if not self.owns(k)}   # a shard lost mid-pass: nothing of it written or pruned
+            mine = {k: o for k, o in desired.items() if k not in lost}
+            if getattr(self.target, "settles", False):   # settled: their objects are not compared again
+                report.applied = self.target.apply(mine, keep=keep | lost, settled=settled - lost)
+            else:
+                report.applied = self.target.apply(mine, keep=keep | lost)
         wake: list[float] = []
+        wakes: dict[str, float | None] = {}
         for key, (rel, _, decision) in decisions.items():
             d = committed.get(key)
             st = statuses[key]
@@ -594,12 +671,18 @@ class Controller:
                                                   self._isolated(report, key, "schedule",
                                                                  lambda rel=rel, st=st: overdue_at(rel.with_status(st))),
                                                   _whole(st.get("failedChecks")))
-            hint = self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
+            hint = None if key in settled else self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
                 rel, d or Decision(dict(rel.status)), now))
+            wakes[key] = hint
             if hint is not None:
                 wake.append(hint)
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
+        try:
+            self._settle(decisions, inputs, settled, committed, desired, report, wakes)
+        except Exception:   # noqa: BLE001 - a shortcut only: without it every release is looked at in full
+            log.exception("cannot remember the releases at rest; the next pass looks at every one")
+            self._settled.clear()
         for key, message in report.release_errors.items():
             if key not in report.outcomes:
                 report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)

@@ -65,6 +65,9 @@ class Metrics:
                                       ["release", "phase"], registry=r)
         self.webhooks = Counter("sluice_webhook_requests_total", "webhook requests by result", ["result"], registry=r)
         self.leader = Gauge("sluice_leader", "1 while this replica leads", registry=r)
+        self.shards = Gauge("sluice_shards_total", "the number of shards of --shards (0: not sharded)", registry=r)
+        self.shard_owned = Gauge("sluice_shard_owned", "1 for each shard this replica holds now (--shards)", ["shard"],
+                                 registry=r)
         self.checks = Counter("sluice_analysis_checks_total", "metric checks by outcome (ok, failed, nodata, error)",
                               ["release", "outcome"], registry=r)
         self.events = Counter("sluice_release_events_total", "decisions committed, by action (start, advance, "
@@ -80,6 +83,13 @@ class Metrics:
         self.notifications = Counter("sluice_notifications_total", "notifications and commit statuses by receiver "
                                      "and result: sent, failed (after its retries), dropped (queue full or shutdown)",
                                      ["receiver", "result"], registry=r)
+
+    def set_shards(self, n: int, owned) -> None:
+        """--shards: which of the ``n`` shards this replica holds now (``sluice_leader``: 1 while any)."""
+        self.shards.set(n)
+        for i in range(n):
+            self.shard_owned.labels(str(i)).set(1 if i in owned else 0)
+        self.leader.set(1 if owned else 0)
 
     def observe_pass(self, report, seconds: float) -> None:
         self.duration.observe(seconds)

@@ -290,6 +290,7 @@ class KubernetesTarget:
     """
 
     name = "kubernetes"
+    settles = True   # apply(settled=...): releases the controller found at rest are not compared again
 
     def __init__(self, cluster: Cluster, *, instance: str = DEFAULT_INSTANCE,
                  inventory_namespace: str = "sluice-system"):
@@ -489,19 +490,30 @@ class KubernetesTarget:
                                   _writer(live, "spec", "http")))
         return out
 
-    def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False):
+    def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False,
+              settled: set[str] = frozenset()):
+        """Create or update what differs from ``desired`` (release -> objects) and prune ours
+        that no release wants. A ``settled`` release's objects are wanted but not compared: the
+        controller found them as desired and neither they nor the release changed since."""
         from reconciler.controller import ApplyReport
         report = ApplyReport()
         keep = set(keep)
         actions: list[Action] = []
         for key, objs in desired.items():
+            if key in settled:
+                continue
             mine = self._actions(key, objs, report)
             if mine is None:
                 keep.add(key)
-            else:
+            if mine is None or mine:
+                report.touched.add(key)
+            if mine:
                 actions += mine
         if not urgent:   # prune: ours, of no desired or held release (never in an urgent apply)
             wanted = {ref_of(o) for objs in desired.values() for o in objs}
+            # --shards: never another replica's release (its shard's owner prunes it), nor one whose shard is lost
+            owns = getattr(self, "owns", None)
+            keep |= {k for o in self.live.values() if (k := release_of(o)) and owns and not owns(k)}
             actions += diff([], {r: o for r, o in self.live.items() if r not in wanted}, keep=keep)
         self._by_release = None   # the apply changes what is live
         for action in actions:

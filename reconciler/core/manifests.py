@@ -42,10 +42,10 @@ def owned(path: str, data: bytes) -> bool:
     release's."""
     if data.startswith(HEADER):
         return True
-    parts = path[len(ROOT):].split("/") if path.startswith(ROOT) else []
-    if len(parts) != 2 or not parts[1].endswith(".yaml") or parts[1] == KUSTOMIZATION:
+    key = key_of(path)
+    if key is None:
         return False
-    ns, name = parts[0], parts[1][: -len(".yaml")]
+    ns, name = key.split("/")
     try:
         docs = [d for d in yaml.safe_load_all(data) if d is not None]
     except yaml.YAMLError:
@@ -92,3 +92,12 @@ def changes(rendered: Mapping[str, bytes], existing: Mapping[str, bytes], keep: 
         if path not in want and owned(path, data):
             out[path] = None
     return out
+
+
+def key_of(path: str) -> str | None:
+    """The release (``namespace/name``) whose manifests ``rendered/<ns>/<name>.yaml`` holds; None
+    for any other path (a kustomization, a person's file)."""
+    parts = path[len(ROOT):].split("/") if path.startswith(ROOT) else []
+    if len(parts) != 2 or not parts[1].endswith(".yaml") or parts[1] == KUSTOMIZATION:
+        return None
+    return f"{parts[0]}/{parts[1][: -len('.yaml')]}"

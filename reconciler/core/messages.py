@@ -32,6 +32,9 @@ attempts=<n> ok``, and a ``Hook results:`` line in the body.
 A ``start`` or ``retarget`` commit also names the person's commit that asked
 for the rollout (``Sluice-Trigger: <sha>``): commit statuses are posted there.
 
+With leader election or ``--shards``, every commit names the replica that
+wrote it (``Sluice-Replica: <identity>``, last).
+
 ``parse_commit`` reads the trailers back; history is built from them.
 """
 
@@ -137,9 +140,14 @@ def one_line(text: Any) -> str:
     return " ".join(printable(text).split())
 
 
+def replica_trailer(replica: str | None) -> str:
+    """``Sluice-Replica: <identity>``: which replica wrote the commit (leader election or
+    ``--shards`` on; empty otherwise), so one writer per release can be checked from git."""
+    return f"Sluice-Replica: {one_line(replica)}\n" if replica else ""
 
-def format_commit(event: Event) -> str:
-    """The full commit message of ``event``."""
+
+def format_commit(event: Event, replica: str | None = None) -> str:
+    """The full commit message of ``event``; ``replica`` adds ``Sluice-Replica``."""
     subject = one_line(f"{event.release}: {event.summary}")
     body = []
     evidence = [e for e in event.evidence if not is_hook_result(e)]
@@ -173,6 +181,8 @@ def format_commit(event: Event) -> str:
     trailers += [("Hook", hook_trailer(e)) for e in results]
     trailers += [("Query", one_line(f"{e['name']} {e['query']}")) for e in event.evidence if e.get("query")]
     trailers += [("Answer", one_line(f"{e['name']} {e['answer']}")) for e in event.evidence if e.get("answer")]
+    if replica:
+        trailers.append(("Replica", replica))
     # every value printable, on one line (defence in depth: whatever text an event carries,
     # git accepts the message and no trailer is forged or split)
     parts = [subject] + body + ["\n".join(f"Sluice-{k}: {one_line(v)}" for k, v in trailers)]

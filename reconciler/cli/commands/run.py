@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
 import re
 import signal
 import tempfile
@@ -92,6 +94,31 @@ def build_git_target(kubeconfig: str | None, context: str | None, *, repo: GitRe
     return target
 
 
+def _sharder(n: int, leader_election: bool, kubeconfig: str | None, context: str | None, namespace: str,
+             name: str, duration: str, identity: str):
+    """``--shards N``: the Leases of this replica's shards (docs/operations.md "Shards")."""
+    from reconciler.adapters.cluster import Cluster
+    from reconciler.adapters.shards import Sharder
+    from reconciler.errors import ClusterError
+    if n < 1:
+        raise click.BadParameter(f"must be at least 1, not {n}", param_hint="--shards")
+    if leader_election:
+        raise click.UsageError("--shards and --leader-election: each shard has its own Lease already; "
+                               "drop --leader-election")
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lease-duration") from None
+    if seconds < 1:
+        raise click.BadParameter("must be at least 1s (Lease durations are whole seconds)", param_hint="--lease-duration")
+    try:
+        api = Cluster.connect(kubeconfig=kubeconfig, context=context).api
+    except ClusterError as exc:
+        raise click.UsageError(f"--shards needs cluster access for its Leases (--kubeconfig, --context or "
+                               f"in-cluster): {exc}") from None
+    return Sharder(api, namespace, name, identity, n, lease_duration=seconds)
+
+
 def _appliers(target: str, applier: str, applier_object: str | None, deadline: str, nudge: bool) -> Appliers:
     if target != "git":
         if applier != "none" or applier_object:
@@ -151,6 +178,9 @@ def _appliers(target: str, applier: str, applier_object: str | None, deadline: s
 @_opt("--lease-name", env="LEASE_NAME", default="sluice", help="Name of the leader Lease.")
 @_opt("--lease-duration", env="LEASE_DURATION", default="15s", help="A standby takes over this long after the leader's last renewal.")
 @_opt("--identity", env="POD_NAME", default=None, help="This replica's name in the Lease (default: hostname).")
+@_opt("--shards", env="SHARDS", type=int, default=None,
+      help="Split the releases into N shards across replicas, one Lease per shard (needs cluster access; "
+           "replaces --leader-election). Every replica must be given the same N.")
 @_opt("--trust-ssh-allowed-signers", env="TRUST_SSH_ALLOWED_SIGNERS", default=None,
       help="Act only on commits signed by a key in this allowed_signers file (a mounted file, not the repo's).")
 @_opt("--trust-openpgp-key", env="TRUST_OPENPGP_KEYS", multiple=True, default=(),
@@ -176,7 +206,7 @@ def _appliers(target: str, applier: str, applier_object: str | None, deadline: s
 def command(repo, branch, target, workdir, interval, once, prometheus, listen, webhook_secret,
             webhook_secret_file, webhook_allow_unsigned, watch, author_name, author_email, kubeconfig,
             context, applier, applier_object, applier_deadline, applier_nudge, instance, inventory_namespace,
-            leader_election, lease_namespace, lease_name, lease_duration, identity,
+            leader_election, lease_namespace, lease_name, lease_duration, identity, shards,
             trust_ssh_allowed_signers, trust_openpgp_key, trust_since, policy_file, signing_key, signing_format,
             commit_status, commit_status_token_file, commit_status_api, commit_status_repo, dashboard_url,
             log_format, log_level) -> int:
@@ -203,14 +233,24 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         raise click.UsageError("signature checks are on (--trust-* or the policy's trust) but Sluice's own commits "
                                "would be unsigned: give --signing-key with a key the trust anchors accept")
     metrics = Metrics()
-    elector = None
-    if leader_election:
-        import socket
+    elector = sharder = None
+    identity = identity or socket.gethostname()
+    if shards is not None:
+        sharder = _sharder(shards, leader_election, kubeconfig, context, lease_namespace, lease_name,
+                           lease_duration, identity)
+        metrics.set_shards(shards, frozenset())
+
+        def shards_changed(owned) -> None:
+            metrics.set_shards(shards, owned)
+            if owned:
+                runner.kick()   # a shard taken over: its releases are looked at now, not at the next poll
+
+        sharder.on_change = shards_changed
+    elif leader_election:
         from reconciler.adapters.cluster import Cluster
         from reconciler.adapters.leader import LeaderElector
         elector = LeaderElector(Cluster.connect(kubeconfig=kubeconfig, context=context).api, lease_namespace,
-                                lease_name, identity or socket.gethostname(),
-                                lease_duration=parse_duration(lease_duration))
+                                lease_name, identity, lease_duration=parse_duration(lease_duration))
         elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
     else:
         metrics.leader.set(1)   # the only replica writes: "no leader" alerts must not fire on it
@@ -232,12 +272,19 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         receiver, result).inc()), commit_status=statuses)
     controller = Controller(git, built,
                             prometheus=Prometheus(prometheus) if prometheus else None,
-                            can_write=elector.is_leader if elector else (lambda: True), trust=trust,
-                            notify=notifications)
+                            can_write=(sharder.holds_any if sharder else elector.is_leader if elector
+                                       else (lambda: True)), trust=trust, notify=notifications,
+                            owns=sharder.owns if sharder else None,
+                            replica=identity if (sharder or elector) else None)
     controller.policy = policy
     if once:
         t0 = time.monotonic()
-        report = controller.run_pass()
+        if sharder:
+            sharder.tick()   # one round: the shards free now are this pass's
+        with sharder.passing() if sharder else contextlib.nullcontext():
+            report = controller.run_pass()
+        if sharder:
+            sharder.stop(release=True)
         metrics.observe_pass(report, time.monotonic() - t0)
         for key, out in sorted(report.outcomes.items()):
             if out.event:
@@ -254,7 +301,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
 
     def one_pass() -> float | None:
         t0 = time.monotonic()
-        report = controller.run_pass()
+        with sharder.passing() if sharder else contextlib.nullcontext():   # shards are handed back between passes
+            report = controller.run_pass()
         metrics.observe_pass(report, time.monotonic() - t0)
         if not report.error:
             runner.first_sync_ok = True
@@ -280,6 +328,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     signal.signal(signal.SIGINT, stop)
     if elector:
         elector.start()
+    if sharder:
+        sharder.start()
     runner.start()
     click.echo(f"sluice: following {git.url if not creds.token else '(redacted)'} {branch}, target {target}, "
                f"listening on {host}:{server.port}", err=True)
@@ -287,6 +337,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
     runner.stop(timeout=120)   # finish the pass in flight
     if elector:
         elector.stop(release=True)   # a standby takes over at once
+    if sharder:
+        sharder.stop(release=True)   # the other replicas take its shards at once
     if observer:
         observer.stop()
     server.stop()

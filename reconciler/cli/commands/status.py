@@ -10,7 +10,14 @@ JSON (``-o json``), versioned::
      "releases": [{"namespace", "name", "strategy", "phase", "weight", "step", "steps",
                    "stable", "new", "message", "lastChange": {"author", "at"} | null,
                    "waitingFor": "promotion" | "step-N" | null (the gate a WaitingApproval rollout waits on),
-                   "valid": true, "problems": []}]}
+                   "valid": true, "problems": [],
+                   "shard": N, "owner": "<replica>" | null (only with --shards)}]}
+
+``--shards`` reads the shard Leases of ``sluice run --shards`` (one LIST of
+coordination.k8s.io Leases in ``--lease-namespace``, with ``--kubeconfig``/
+``--context`` or in-cluster access): each release's shard and the replica that
+holds it now (null: nobody, e.g. a replica just died and its Lease has not
+expired yet).
 
 ``--wait RELEASE`` exits 0 when the release is promoted (its target is
 stable), 1 when rolled back, aborted or failed, 2 on timeout.
@@ -61,12 +68,33 @@ def add_live(items: list[dict], source, kubeconfig: str | None, context: str | N
         item["health"] = "Healthy" if not bad else "Degraded: " + ", ".join(f"{v} {s}" for v, s in sorted(bad.items()))
 
 
+def add_shards(items: list[dict], kubeconfig: str | None, context: str | None, namespace: str, name: str) -> None:
+    """SHARD and OWNER of each release, from the Leases of ``sluice run --shards`` (read-only)."""
+    from reconciler.adapters.cluster import Cluster
+    from reconciler.adapters.shards import read_owners
+    from reconciler.core.shards import shard_of
+    from reconciler.errors import ClusterError
+    try:
+        n, owners = read_owners(Cluster.connect(kubeconfig=kubeconfig, context=context).api, namespace, name)
+    except ClusterError as exc:
+        raise click.UsageError(f"--shards needs cluster access to read the Leases: {exc}") from None
+    if n is None:
+        raise click.ClickException(f"--shards: no replica holds a shard Lease {name}-shard-* in {namespace} "
+                                   "(is sluice run started with --shards and the same --lease-name?)")
+    for item in items:
+        item["shard"] = shard_of(f"{item['namespace']}/{item['name']}", n)
+        item["owner"] = owners.get(item["shard"])
+
+
 def table(items: list[dict], wide: bool = False) -> str:
     now = datetime.now(timezone.utc)
     head = ["NAMESPACE", "NAME", "STRATEGY", "PHASE", "WEIGHT", "STEP", "STABLE", "NEW", "LAST CHANGE", "AGE"]
     live = any("sync" in r for r in items)
     if live:
         head += ["SYNC", "HEALTH"]
+    sharded = any("shard" in r for r in items)
+    if sharded:
+        head += ["SHARD", "OWNER"]
     if wide:
         head.append("MESSAGE")
     lines = [head]
@@ -79,6 +107,8 @@ def table(items: list[dict], wide: bool = False) -> str:
                f"{last['author']} {age(last['at'], now)} ago" if last else "-", age(r["since"], now)]
         if live:
             row += [r.get("sync", "-"), r.get("health", "-")]
+        if sharded:
+            row += [r.get("shard", "-"), r.get("owner") or "-"]
         if wide:
             row.append(r["message"] or "")
         lines.append(row)
@@ -109,13 +139,21 @@ def _render(items, output):
 @click.option("--live", is_flag=True, help="Add SYNC and HEALTH from the cluster (LIST calls only).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig for --live.")
 @click.option("--context", default=None, help="kubeconfig context for --live.")
-def command(repo, output, branch, watch, every, wait_for, timeout, live, kubeconfig, context) -> int:
+@click.option("--shards", "sharded", is_flag=True,
+              help="Add each release's SHARD and the replica that holds it (OWNER) from the Leases of "
+                   "sluice run --shards.")
+@click.option("--lease-namespace", default="sluice-system", show_default=True, help="Namespace of the Leases (--shards).")
+@click.option("--lease-name", default="sluice", show_default=True, help="--lease-name of sluice run (--shards).")
+def command(repo, output, branch, watch, every, wait_for, timeout, live, kubeconfig, context, sharded,
+            lease_namespace, lease_name) -> int:
     """Show every release's rollout state, read-only."""
     source = open_source(repo, branch)
     def render_rows(src):
         items = rows(src)
         if live:
             add_live(items, src, kubeconfig, context)
+        if sharded:
+            add_shards(items, kubeconfig, context, lease_namespace, lease_name)
         return items
     if wait_for:
         deadline = time.monotonic() + parse_duration(timeout)
