@@ -1,9 +1,11 @@
 """Shared timing helpers for the benchmarks.
 
 Every benchmark prints JSON lines, one per figure:
-``{"name", "n", "median", "min", "max", "unit", "floor", "ratio", ...}``
-where ``floor`` is the same-run cost of the unavoidable part (a no-op git
-fetch, the raw LIST calls, parsing the YAML alone) and ``ratio`` is
+``{"name", "n", "median", "min", "max", "unit", "floor", "floor_name", "ratio", ...}``
+where ``floor`` is a true lower bound of the same work at the same N, measured
+in the same run (git's own ``log -- <path>`` for history, parsing the same
+bytes alone for validate+render, the raw LIST calls plus a no-op fetch for a
+no-op pass...), ``floor_name`` says what it is, and ``ratio`` is
 ``median / floor``; ratios hold on a noisy machine where absolute times drift.
 ``bench/run.py`` collects the lines into ``bench/results.json`` and a table.
 """
