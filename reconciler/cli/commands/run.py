@@ -239,11 +239,12 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
         sharder = _sharder(shards, leader_election, kubeconfig, context, lease_namespace, lease_name,
                            lease_duration, identity)
         metrics.set_shards(shards, frozenset())
+        kick: list = []   # the runner's kick, once there is a runner (none with --once)
 
         def shards_changed(owned) -> None:
             metrics.set_shards(shards, owned)
-            if owned:
-                runner.kick()   # a shard taken over: its releases are looked at now, not at the next poll
+            if owned and kick:
+                kick[0]()   # a shard taken over: its releases are looked at now, not at the next poll
 
         sharder.on_change = shards_changed
     elif leader_election:
@@ -311,6 +312,8 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
 
     poll = parse_duration(interval)
     runner = Runner(one_pass, poll_interval=poll, min_gap=0.5)
+    if sharder:
+        kick.append(runner.kick)
     host, _, port = listen.rpartition(":")
     webhook = WebhookConfig(secret.encode() if secret else None, webhook_allow_unsigned, branch)
     from reconciler.ui.server import controller_dashboard   # the read-only dashboard under /ui (docs/dashboard.md)
