@@ -180,6 +180,77 @@ def test_replicas_with_another_number_of_shards_never_write_together():
             a.stop(release=False)
 
 
+def test_plan_never_takes_nor_keeps_an_unreadable_lease():
+    bad = Holding("a", None, 3.0, unreadable="renewTime yesterday")
+    p = plan("a", 2, {0: bad, 1: None}, [bad], T0)
+    assert p.take == (1,) and p.keep == () and p.give == ()   # not free, not ours, not a member
+    assert shards.live_members([bad, held("b")], "a", T0) == ["a", "b"]
+
+
+def lease_of(name, spec, labels):
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "sluice-system", "labels": {"sluice.dev/lease-group": "sluice", **labels}},
+            **({"spec": spec} if spec is not None else {})}
+
+
+def shard_labels(i, n):
+    return {"sluice.dev/lease-role": "shard", "sluice.dev/shards": str(n), "sluice.dev/shard": str(i)}
+
+
+def test_malformed_leases_stop_no_renewal_and_are_never_taken():
+    with Emulator() as emu:
+        emu.put(lease_of("stray", None, {}))   # a real API server takes a Lease with no spec
+        emu.put(lease_of("sluice-member-ghost", None, {"sluice.dev/lease-role": "member"}))
+        emu.put(lease_of("sluice-shard-0-of-4", {"holderIdentity": "x", "leaseDurationSeconds": 1,
+                                                 "renewTime": "2026-01-01T00:00:00.000000"}, shard_labels(0, 4)))
+        emu.put(lease_of("sluice-shard-1-of-4", {"holderIdentity": "x", "leaseDurationSeconds": 1,
+                                                 "renewTime": "yesterday"}, shard_labels(1, 4)))
+        emu.put(lease_of("sluice-shard-2-of-4", None, shard_labels(2, 4)))   # no spec: nobody holds it
+        (a,) = sharders(emu, ["pod-a"], n=4)
+        try:
+            wait_for(lambda: a.owned() == {2, 3}, 5, "a to take the readable shards")
+            assert a._thread.is_alive()
+            n, owners = read_owners(emu.api_client(), "sluice-system", "sluice")
+            assert n == 4 and owners == {0: None, 1: None, 2: "pod-a", 3: "pod-a"}
+
+            def fix(lease):
+                lease["spec"]["renewTime"] = "2026-01-01T00:00:00.000000Z"   # long expired, now readable
+            emu.edit("leases", "sluice-system", "sluice-shard-0-of-4", fix)
+            wait_for(lambda: a.owned() == {0, 2, 3}, 5, "a to take the fixed shard")
+            assert 1 not in a.owned() and a._thread.is_alive()
+        finally:
+            a.stop(release=False)
+
+
+def test_a_replica_of_another_number_of_shards_makes_nobody_hand_back():
+    with Emulator() as emu:
+        a = Sharder(emu.api_client(), "sluice-system", "sluice", "pod-a", 4, lease_duration=2.0, renew_every=0.2)
+        a.tick()
+        assert a.owned() == {0, 1, 2, 3}
+        (b,) = sharders(emu, ["pod-b"], n=6)
+        try:
+            wait_for(lambda: any(name == "sluice-member-pod-b" for _, _, name in emu.objects("leases")), 5, "b's member")
+            for _ in range(3):
+                a.tick()
+                assert a.owned() == {0, 1, 2, 3} and not b.owned()   # b (6) is blocked: a must not give up any
+        finally:
+            b.stop(release=False)
+
+
+def test_a_shard_the_leases_give_to_another_is_dropped_at_the_next_list():
+    with Emulator() as emu:
+        a = Sharder(emu.api_client(), "sluice-system", "sluice", "pod-a", 1, lease_duration=5.0, renew_every=0.5)
+        a.tick()
+        assert a.owned() == {0}
+
+        def give(lease):
+            lease["spec"]["holderIdentity"] = "pod-z"
+            lease["spec"]["renewTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        emu.edit("leases", "sluice-system", "sluice-shard-0-of-1", give)
+        a.tick()
+        assert not a.owned() and not a.owns("team/app")
+
+
 # --- several `sluice run` processes ---------------------------------------------------------
 LEASE = 2.0
 RELEASES = 12

@@ -15,9 +15,14 @@ replica got there first), ``holderIdentity``/``renewTime``/
 
 All carry the label ``sluice.dev/lease-group=<lease-name>``: one LIST per
 renewal reads them all. What to take and hand back is decided by the pure
-reconciler.core.shards.plan. A replica counts a shard as its own only while
+reconciler.core.shards.plan. Each Lease of the LIST is read on its own: one
+that cannot be read (a renewTime that is no timestamp with a zone) is held by
+someone unknown, never taken (fail closed, logged), and stops no other; a
+Lease with no spec is free, as one with no ``holderIdentity``. Only replicas
+of the same ``n`` are counted as members to share with. A replica counts a shard as its own only while
 its last renewal of it is recent enough that nobody else can have taken it
-(as LeaderElector.is_leader does). Extra shards are handed back only between
+(as LeaderElector.is_leader does), and drops it as soon as a LIST shows
+another holder. Extra shards are handed back only between
 passes (``passing()`` is held around each pass): the replica forgets the shard
 first (stops writing), then clears ``holderIdentity`` so another replica takes
 it at once. A killed replica's shards are taken once its ``renewTime`` plus
@@ -27,6 +32,7 @@ it at once. A killed replica's shards are taken once its ``renewTime`` plus
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import threading
@@ -58,8 +64,33 @@ def member_lease(name: str, identity: str) -> str:
 
 
 def holding(lease) -> Holding:
+    """What ``lease`` says. No spec: nobody holds it (as no ``holderIdentity``, Kubernetes' own rule)."""
     spec = lease.spec
+    if spec is None:
+        return Holding(None, None, 0.0)
+    if spec.renew_time is not None and spec.renew_time.tzinfo is None:
+        return Holding(None, None, 0.0, unreadable=f"renewTime {spec.renew_time.isoformat()} has no time zone")
     return Holding(spec.holder_identity or None, spec.renew_time, float(spec.lease_duration_seconds or 0))
+
+
+def _read(item: dict) -> tuple[kubernetes.client.V1Lease, Holding]:
+    """One Lease of a LIST as the client's model and what it says; one the model refuses is unreadable."""
+    try:
+        lease = kubernetes.client.V1Lease.from_dict(item)
+    except (ValueError, TypeError) as exc:   # pydantic's ValidationError is a ValueError
+        meta = item.get("metadata") or {}
+        lease = kubernetes.client.V1Lease(metadata=kubernetes.client.V1ObjectMeta(
+            name=meta.get("name"), resource_version=meta.get("resourceVersion"), labels=meta.get("labels")))
+        return lease, Holding(None, None, 0.0, unreadable=" ".join(str(exc).split()))
+    return lease, holding(lease)
+
+
+def list_leases(coord: kubernetes.client.CoordinationV1Api, namespace: str, selector: str,
+                timeout: float) -> list[tuple[kubernetes.client.V1Lease, Holding]]:
+    """The Leases matching ``selector``, each read on its own (see _read): one bad Lease spoils no other."""
+    resp = coord.list_namespaced_lease(namespace, label_selector=selector, _request_timeout=timeout,
+                                       _preload_content=False)
+    return [_read(item) for item in json.loads(resp.data).get("items") or []]
 
 
 def _labels(lease) -> dict:
@@ -71,21 +102,19 @@ def read_owners(api: kubernetes.client.ApiClient, namespace: str, name: str) -> 
     and the live holder of each (None: nobody). (None, {}) when no replica holds a shard."""
     coord = kubernetes.client.CoordinationV1Api(api)
     try:
-        leases = coord.list_namespaced_lease(namespace, label_selector=f"{GROUP}={name},{ROLE}=shard",
-                                             _request_timeout=10).items
+        leases = list_leases(coord, namespace, f"{GROUP}={name},{ROLE}=shard", 10)
     except ApiException as exc:
         raise ClusterError(f"cannot list Leases in {namespace}: {exc.status} {exc.reason}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise ClusterError(f"cannot list Leases in {namespace}: {exc}") from exc
     now = datetime.now(timezone.utc)
     by_n: dict[int, dict[int, str | None]] = {}
-    for lease in leases:
+    for lease, h in leases:
         labels = _labels(lease)
         try:
             n, i = int(labels[SHARDS]), int(labels[SHARD])
         except (KeyError, ValueError):
             continue
-        h = holding(lease)
         by_n.setdefault(n, {})[i] = h.holder if h.live(now) else None
     if not by_n:
         return None, {}
@@ -112,6 +141,7 @@ class Sharder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owned: frozenset[int] = frozenset()
+        self._warned: set[tuple[str, str]] = set()   # (name, resourceVersion) of unreadable Leases logged
         self.on_change: Callable[[frozenset[int]], None] = lambda owned: None
 
     # --- what the controller asks -------------------------------------------------------
@@ -170,32 +200,36 @@ class Sharder:
 
     def tick(self) -> None:
         """One round: renew membership, read every Lease of the group, renew, take, hand back."""
-        leases = self.coord.list_namespaced_lease(self.namespace, label_selector=f"{GROUP}={self.name}",
-                                                  _request_timeout=self._timeout).items
+        leases = list_leases(self.coord, self.namespace, f"{GROUP}={self.name}", self._timeout)
         now = datetime.now(timezone.utc)
         me = member_lease(self.name, self.identity)
         members, mine, blocked = [], {}, False
-        for lease in leases:
-            labels, h = _labels(lease), holding(lease)
+        for lease, h in leases:
+            labels = _labels(lease)
+            if h.unreadable:
+                self._warn_unreadable(lease, h)
             if labels.get(ROLE) == "member":
                 if lease.metadata.name == me:
                     continue
-                members.append(h)
+                if labels.get(SHARDS) == str(self.n):   # one of another n takes none of these: not one to share with
+                    members.append(h)
                 if not h.live(now) and (h.renewed is None or now - h.renewed > STALE_MEMBER):
                     self._forget_member(lease)
             elif labels.get(ROLE) == "shard":
                 if labels.get(SHARDS) == str(self.n) and (labels.get(SHARD) or "").isdigit():
-                    mine[int(labels[SHARD])] = lease
+                    mine[int(labels[SHARD])] = (lease, h)
                 elif h.live(now) and h.holder != self.identity:
                     blocked = True   # replicas with another --shards still write: wait for them to go
-        own = next((lease for lease in leases if lease.metadata.name == me), None)
+        for i in [i for i in self._held if i not in mine or mine[i][1].holder != self.identity or mine[i][1].unreadable]:
+            self._held.pop(i)   # the Leases say it is not ours (any more): stop counting on it at once
+        self._changed()
+        own = next((lease for lease, _ in leases if lease.metadata.name == me), None)
         self._write(me, {ROLE: "member", SHARDS: str(self.n)}, own)
-        todo = plan(self.identity, self.n, {i: holding(lease) for i, lease in mine.items()}, members, now,
-                    blocked=blocked)
+        todo = plan(self.identity, self.n, {i: h for i, (_, h) in mine.items()}, members, now, blocked=blocked)
         for i in (*todo.keep, *todo.take):
             sent = time.monotonic()
             if self._write(shard_lease(self.name, i, self.n), {ROLE: "shard", SHARDS: str(self.n), SHARD: str(i)},
-                           mine.get(i)):
+                           mine[i][0] if i in mine else None):
                 self._held[i] = sent
             else:
                 self._held.pop(i, None)   # someone else's now: stop counting on it at once
@@ -203,7 +237,7 @@ class Sharder:
         if todo.give and self._pass.acquire(timeout=self.renew_every):   # between passes only
             try:
                 for i in todo.give:
-                    self._hand_back(i, mine[i])
+                    self._hand_back(i, mine[i][0])
             finally:
                 self._pass.release()
 
@@ -220,6 +254,13 @@ class Sharder:
         except ApiException as exc:   # 409: it changed meanwhile; it expires by itself anyway
             log.warning("handing back shard %d failed: %s", i, exc.reason)
 
+    def _warn_unreadable(self, lease, h: Holding) -> None:
+        seen = (lease.metadata.name, lease.metadata.resource_version)
+        if seen not in self._warned:
+            self._warned.add(seen)
+            log.warning("Lease %s/%s cannot be read (%s): counted as held by someone unknown until it is fixed",
+                        self.namespace, lease.metadata.name, h.unreadable)
+
     def _forget_member(self, lease) -> None:
         try:
             self.coord.delete_namespaced_lease(lease.metadata.name, self.namespace, _request_timeout=self._timeout)
@@ -231,15 +272,15 @@ class Sharder:
         """On shutdown: hand every shard back and leave, so the others take over at once."""
         with self._pass:
             try:
-                leases = {lease.metadata.name: lease for lease in self.coord.list_namespaced_lease(
-                    self.namespace, label_selector=f"{GROUP}={self.name}", _request_timeout=self._timeout).items}
+                leases = {lease.metadata.name: (lease, h) for lease, h in list_leases(
+                    self.coord, self.namespace, f"{GROUP}={self.name}", self._timeout)}
                 for i in sorted(self._held):
-                    lease = leases.get(shard_lease(self.name, i, self.n))
-                    if lease is not None and lease.spec.holder_identity == self.identity:
+                    lease, h = leases.get(shard_lease(self.name, i, self.n), (None, None))
+                    if lease is not None and h.holder == self.identity and not h.unreadable:
                         self._hand_back(i, lease)
                 own = leases.get(member_lease(self.name, self.identity))
                 if own is not None:
-                    self._forget_member(own)
+                    self._forget_member(own[0])
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
                 log.warning("releasing the shard Leases failed: %s", getattr(exc, "reason", exc))
             self._held.clear()
@@ -258,6 +299,8 @@ class Sharder:
                 self.tick()
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:   # shards lapse by themselves
                 log.warning("shard leases %s/%s: %s", self.namespace, self.name, getattr(exc, "reason", exc))
+            except Exception:   # noqa: BLE001 - the thread must live on; unrenewed shards lapse by themselves
+                log.exception("shard leases %s/%s: renewal failed", self.namespace, self.name)
             self._changed()
             self._stop.wait(self.renew_every)
 

@@ -42,20 +42,27 @@ def shard_of(key: str, n: int) -> int:
 
 @dataclass(frozen=True)
 class Holding:
-    """What a Lease says: who holds it, since when it was renewed, for how long."""
+    """What a Lease says: who holds it, since when it was renewed, for how long.
+
+    ``unreadable``: why the Lease could not be read (a renewTime that is no
+    timestamp with a zone, ...). Such a Lease fails closed: it counts as held by
+    someone unknown, nobody's and never free, until it is fixed."""
 
     holder: str | None
     renewed: datetime | None
     duration: float
+    unreadable: str | None = None
 
     def live(self, now: datetime) -> bool:
-        """Held, and renewed within its duration (Kubernetes' own rule for a Lease)."""
+        """Held, and renewed within its duration (Kubernetes' own rule for a Lease); an unreadable one: held."""
+        if self.unreadable:
+            return True
         return bool(self.holder) and self.renewed is not None and now < self.renewed + timedelta(seconds=self.duration)
 
 
 def live_members(members: Iterable[Holding], me: str, now: datetime) -> list[str]:
     """The identities of the replicas alive now (always including ``me``), sorted."""
-    return sorted({m.holder for m in members if m.live(now)} | {me})
+    return sorted({m.holder for m in members if m.holder and not m.unreadable and m.live(now)} | {me})
 
 
 def target_count(n: int, members: list[str], me: str) -> int:
@@ -81,12 +88,12 @@ def plan(me: str, n: int, shards: Mapping[int, Holding | None], members: Iterabl
     """What ``me`` should do with the ``n`` shard Leases it sees (None: no Lease yet).
 
     A shard held by someone else and live is theirs; one whose holder is ``me`` is
-    renewed (unless beyond the target count: handed back); a free or expired one is
-    taken while ``me`` holds fewer than its target. ``blocked``: replicas started with
+    renewed (unless beyond the target count: handed back); an unreadable one is
+    nobody's and never taken; a free or expired one is taken while ``me`` holds fewer than its target. ``blocked``: replicas started with
     another number of shards still hold some; take nothing until they are gone.
     Each replica tries free shards in its own order (a hash of identity and shard), so
     several replicas starting together rarely race for the same Lease."""
-    mine = sorted(i for i in range(n) if (h := shards.get(i)) is not None and h.holder == me)
+    mine = sorted(i for i in range(n) if (h := shards.get(i)) is not None and h.holder == me and not h.unreadable)
     want = 0 if blocked else target_count(n, live_members(members, me, now), me)
     order = sorted(mine, key=lambda i: _digest(f"{me}/{i}"))
     keep, give = tuple(sorted(order[:want])), tuple(sorted(order[want:]))
