@@ -119,6 +119,7 @@ class PassReport:
     release_errors: dict[str, str] = field(default_factory=dict)   # release -> what failed, this pass
     next_pass_in: float | None = None   # seconds until the earliest release wants another look
     settled: int = 0   # releases found at rest with nothing they depend on changed: not looked at again
+    focused: int | None = None   # a pass on a new commit that looked only at the releases it changed (how many)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class Controller:
     """Runs passes over one config repo for one target."""
 
     policy = None                 # the controller's policy (--policy-file): tenancy, trust, pod security
+    # a pass on a new commit looks only at the releases the commit changed while the last full pass is this
+    # recent and no other release is due (sluice run: its poll interval); every other pass looks at all
+    full_every: float = 60.0
     _verified: str | None = None  # the tip verified last, not verified again within a push retry
 
     def __init__(self, repo: GitRepo, target: Target, *, prometheus: Prometheus | None = None,
@@ -176,6 +180,13 @@ class Controller:
         self.hook_sender: Sender | None = None   # built when a committed event first fires a hook
         # releases at rest, by key: what their last full look saw (inputs) and found (nothing to do)
         self._settled: dict[str, Settled] = {}
+        # what the last pass saw, for a focused pass: release -> blob (or its problems), the tip, the
+        # repo's other files, when the last full pass ended well, and when each release wants a look
+        self._seen: dict[str, str] | None = None
+        self._seen_tip: str | None = None
+        self._seen_config: int | None = None
+        self._full_at: datetime | None = None
+        self._due: dict[str, datetime] = {}
 
     # --- hooks (docs/hooks.md) ---------------------------------------------------
     def _gate(self, rel: Release, found: list[Mapping[str, Any]]) -> Gate | None:
@@ -485,6 +496,19 @@ class Controller:
         for problem in problems:
             log.error("release=%s held: %s", rel.key, problem)
 
+    def _focus(self, tip: str, config: int, seen: Mapping[str, str], now: datetime) -> set[str] | None:
+        """The releases a pass on a new commit needs to look at: those whose file (or validity)
+        the commit changed, added or removed; None for a full pass: the tip did not move (a poll,
+        a due release), the repo's other files changed, the last pass failed or was long ago, a
+        release is due, or the change is large. Drift elsewhere is found by the next full pass."""
+        if (not getattr(self.target, "partial", False) or self._seen is None or self._full_at is None
+                or self.last is None or self.last.error or tip == self._seen_tip or config != self._seen_config
+                or now - self._full_at >= timedelta(seconds=self.full_every)
+                or any(at <= now for at in self._due.values())):
+            return None
+        changed = {k for k in seen.keys() | self._seen.keys() if seen.get(k) != self._seen.get(k)}
+        return changed if len(changed) <= max(10, len(seen) // 10) else None
+
     def _inputs(self, rel: Release, config: int) -> tuple | None:
         """What a settled ``rel`` depends on (see Settled); None when its target cannot tell."""
         if not getattr(self.target, "settles", False):
@@ -495,7 +519,7 @@ class Controller:
         return (rel.blob, config, tuple(sorted(rel.files.items())), live)
 
     def _settle(self, decisions, inputs: Mapping[str, tuple | None], settled: set[str], committed, desired,
-                report: PassReport, wake: Mapping[str, float | None]) -> None:
+                report: PassReport, wake: Mapping[str, float | None], focus: set[str] | None = None) -> None:
         """Remember the releases this pass found at rest, forget every other one."""
         touched = report.applied.touched if report.applied is not None else set(decisions)
         with self._answers_lock:
@@ -511,7 +535,8 @@ class Controller:
                 continue
             self._settled[key] = Settled(inputs[key], obs, d, tuple(desired[key]))
         for key in set(self._settled) - set(decisions):
-            del self._settled[key]
+            if focus is None or key in focus:
+                del self._settled[key]
 
     def _decide_one(self, rel: Release, settings, files, now: datetime, report: PassReport):
         running = self._running(rel)
@@ -578,8 +603,20 @@ class Controller:
             self.last = report
             return report
         now = self.clock()
+        # the repo's other files (sluice.yaml); a release's config files are its own input (rel.files)
+        config = hash(tuple(sorted((p, d) for p, d in files.items() if not is_release_path(p))))
+        seen = {rel.key: f"{rel.blob}:{hash(tuple(sorted(rel.files.items())))}" for rel in loaded.releases}
+        for problem in loaded.problems:
+            if problem.release:
+                seen[problem.release] = seen.get(problem.release, "") + f"\0{problem}"
+        seen = {k: v + ("" if self.owns(k) else "\0theirs") for k, v in seen.items()}   # a shard taken or lost
+        focus = self._focus(report.tip, config, seen, now)
         try:
-            self.target.observe(loaded.releases)
+            if focus is None:
+                self.target.observe(loaded.releases)
+            else:   # only the namespaces of what changed are listed again
+                self.target.observe([r for r in loaded.releases if r.key in focus],
+                                    namespaces={k.partition("/")[0] for k in focus})
         except SluiceError as exc:   # cluster unreachable or forbidden: decide nothing blind
             report.error = str(exc)
             log.error("observe failed: %s", exc)
@@ -587,12 +624,14 @@ class Controller:
             return report
         # held: invalid in git, untrusted status, or a failure of its own; left as it runs
         keep = {p.release for p in loaded.problems if p.release}
+        if focus is not None:
+            keep |= set(seen) - focus   # a focused pass leaves every other release as it is
+            report.focused = len(focus)
         decisions: dict[str, tuple[Release, Observations, Decision]] = {}
-        # the repo's other files (sluice.yaml); a release's config files are its own input (rel.files)
-        config = hash(tuple(sorted((p, d) for p, d in files.items() if not is_release_path(p))))
         inputs: dict[str, tuple | None] = {}
         settled: set[str] = set()
-        for rel in [r for r in loaded.releases if self.owns(r.key)]:   # another replica's shard: not looked at
+        # another replica's shard: not looked at; nor, in a focused pass, what the commit did not change
+        for rel in [r for r in loaded.releases if self.owns(r.key) and (focus is None or r.key in focus)]:
             inputs[rel.key] = self._inputs(rel, config)
             was = self._settled.get(rel.key)
             if was is not None and inputs[rel.key] == was.inputs:
@@ -657,7 +696,7 @@ class Controller:
             lost = {k for k in desired if not self.owns(k)}   # a shard lost mid-pass: nothing of it written or pruned
             mine = {k: o for k, o in desired.items() if k not in lost}
             if getattr(self.target, "settles", False):   # settled: their objects are not compared again
-                report.applied = self.target.apply(mine, keep=keep | lost, settled=settled - lost)
+                report.applied = self.target.apply(mine, keep=keep | lost, settled=settled - lost, scope=focus)
             else:
                 report.applied = self.target.apply(mine, keep=keep | lost)
         wake: list[float] = []
@@ -679,7 +718,7 @@ class Controller:
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
         try:
-            self._settle(decisions, inputs, settled, committed, desired, report, wakes)
+            self._settle(decisions, inputs, settled, committed, desired, report, wakes, focus)
         except Exception:   # noqa: BLE001 - a shortcut only: without it every release is looked at in full
             log.exception("cannot remember the releases at rest; the next pass looks at every one")
             self._settled.clear()
@@ -694,6 +733,16 @@ class Controller:
                 self.notify.publish(report, loaded, self.policy)
             except Exception:   # noqa: BLE001 - telling people must never fail the pass that did the work
                 log.exception("notifications of this pass could not be queued")
-        report.next_pass_in = min(wake) if wake else None
+        if focus is not None and self.last is not None:   # the releases not looked at are as the last pass left them
+            for key, out in self.last.outcomes.items():
+                if key in seen and key not in focus and key not in report.outcomes:
+                    report.outcomes[key] = replace(out, event=None)
+        for key in (set(self._due) | set(wakes)) if focus is None else focus:
+            self._due.pop(key, None)
+        self._due.update({k: now + timedelta(seconds=h) for k, h in wakes.items() if h is not None})
+        self._seen, self._seen_tip, self._seen_config = seen, report.tip, config
+        if focus is None and report.error is None:
+            self._full_at = now
+        report.next_pass_in = max(0.0, min((at - now).total_seconds() for at in self._due.values())) if self._due else None
         self.last = report
         return report

@@ -38,6 +38,7 @@ class World:
         self.cluster = Cluster(emu.api_client())
         self.ctl = Controller(GitRepo(str(self.bare), tmp / "clone"), KubernetesTarget(self.cluster),
                               clock=lambda: self.now)
+        self.ctl.full_every = 0   # every pass a full one: what this file tests (test_focused.py: the others)
 
     def run(self):
         self.now += timedelta(seconds=30)

@@ -291,6 +291,7 @@ class KubernetesTarget:
 
     name = "kubernetes"
     settles = True   # apply(settled=...): releases the controller found at rest are not compared again
+    partial = True   # observe(namespaces=...) and apply(scope=...): a pass that looks at a few releases only
 
     def __init__(self, cluster: Cluster, *, instance: str = DEFAULT_INSTANCE,
                  inventory_namespace: str = "sluice-system"):
@@ -308,14 +309,28 @@ class KubernetesTarget:
         # release -> objects it would create that exist and are not its own (someone else's): held
         self.foreign: dict[str, dict[ObjRef, str]] = {}
 
-    def observe(self, releases: list[Release]) -> None:
+    def observe(self, releases: list[Release], namespaces: set[str] | None = None) -> None:
+        """Read what is live: every namespace Sluice applied to or a release wants (one LIST per kind
+        per namespace), or with ``namespaces`` only those, keeping the rest as last observed (a
+        focused pass; ``releases`` are then the ones it looks at)."""
         if self.namespaces is None:
             self.namespaces = self.cluster.read_inventory(self.inventory_namespace, self.inventory_name) or set()
         wanted = {r.namespace for r in releases}
-        self.live = self.cluster.list_managed(self.namespaces | wanted, self.instance)
-        self.adopted = {r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}
+        if namespaces is None:
+            self.live = self.cluster.list_managed(self.namespaces | wanted, self.instance)
+            self.adopted = {r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}
+        else:
+            listed = self.cluster.list_managed(set(namespaces) | wanted, self.instance)
+            spanned = set(namespaces) | wanted
+            self.live = {**{ref: o for ref, o in self.live.items() if ref.namespace not in spanned}, **listed}
+            looked = {r.key for r in releases}
+            self.adopted = {**{k: v for k, v in self.adopted.items() if k not in looked},
+                            **{r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}}
         self._by_release = None
+        looked_at = None if namespaces is None else {r.key for r in releases}
         for key, refs in list(self.foreign.items()):   # a clash holds until its object is gone or ours
+            if looked_at is not None and key not in looked_at:
+                continue
             self.foreign[key] = {ref: why for ref, why in refs.items() if self._not_ours(key, ref)}
             if not self.foreign[key]:
                 del self.foreign[key]
@@ -491,7 +506,7 @@ class KubernetesTarget:
         return out
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False,
-              settled: set[str] = frozenset()):
+              settled: set[str] = frozenset(), scope: set[str] | None = None):
         """Create or update what differs from ``desired`` (release -> objects) and prune ours
         that no release wants. A ``settled`` release's objects are wanted but not compared: the
         controller found them as desired and neither they nor the release changed since."""
@@ -514,6 +529,8 @@ class KubernetesTarget:
             # --shards: never another replica's release (its shard's owner prunes it), nor one whose shard is lost
             owns = getattr(self, "owns", None)
             keep |= {k for o in self.live.values() if (k := release_of(o)) and owns and not owns(k)}
+            if scope is not None:   # a focused pass prunes only what it looked at
+                keep |= {k for o in self.live.values() if (k := release_of(o)) and k not in scope}
             actions += diff([], {r: o for r, o in self.live.items() if r not in wanted}, keep=keep)
         self._by_release = None   # the apply changes what is live
         for action in actions:

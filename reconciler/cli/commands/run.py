@@ -278,6 +278,7 @@ def command(repo, branch, target, workdir, interval, once, prometheus, listen, w
                             owns=sharder.owns if sharder else None,
                             replica=identity if (sharder or elector) else None)
     controller.policy = policy
+    controller.full_every = parse_duration(interval)   # a pass on a new commit may look at what it changed only
     if once:
         t0 = time.monotonic()
         if sharder:

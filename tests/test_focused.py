@@ -1,0 +1,147 @@
+"""A pass on a new commit looks only at the releases the commit changed (Controller._focus):
+it lists only their namespaces, applies and prunes only them, and leaves every other release
+to the next full pass (a poll: the tip did not move), which still finds drift everywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from reconciler.adapters.cluster import Cluster, KubernetesTarget
+from reconciler.adapters.gitrepo import GitRepo
+from reconciler.controller import Controller
+from tests.support.gitserver import clone_work, human_edit, make_bare
+from tests.support.specs import dump, release_doc
+
+RELEASES = {"team-a/alpha": "team-a", "team-a/beta": "team-a", "team-b/gamma": "team-b"}
+
+
+def at_rest(key: str) -> dict:
+    ns, _, name = key.partition("/")
+    doc = release_doc(name=name, namespace=ns, status={
+        "phase": "Promoted", "weight": 100, "step": 0, "failedChecks": 0,
+        "stable": {"version": "v1", "image": f"example.com/{name}:v1"}})
+    doc["spec"]["target"] = {"version": "v1", "image": f"example.com/{name}:v1"}
+    doc["spec"]["analysis"] = {"metrics": []}
+    doc["spec"]["service"] = {"name": name, "port": 9080}
+    return doc
+
+
+class World:
+    def __init__(self, tmp, emu):
+        files = {f"releases/{k}.yaml": dump(at_rest(k)) for k in RELEASES}
+        files["sluice.yaml"] = "apiVersion: sluice.dev/v1alpha1\nkind: Settings\n"
+        self.bare = make_bare(tmp, seed=files)
+        self.human = clone_work(str(self.bare), tmp / "human")
+        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+        self.emu = emu
+        self.ctl = Controller(GitRepo(str(self.bare), tmp / "clone"), KubernetesTarget(Cluster(emu.api_client())),
+                              clock=lambda: self.now)
+        self.ctl.full_every = 300
+
+    def run(self, seconds: float = 10):
+        self.now += timedelta(seconds=seconds)
+        report = self.ctl.run_pass()
+        assert report.error is None, report.error
+        return report
+
+    def edit(self, key: str, fn, message: str) -> None:
+        def change(work):
+            path = work / f"releases/{key}.yaml"
+            path.write_text(fn(path.read_text()))
+        human_edit(self.human, change, message)
+
+    def lists(self) -> set[str]:
+        return {ns for (verb, _, ns), n in self.emu.counts.items() if verb == "list" and n}
+
+
+@pytest.fixture
+def world(tmp_path, emu):
+    w = World(tmp_path, emu)
+    w.run()
+    emu.all_ready()
+    for _ in range(3):
+        if w.run().settled == len(RELEASES):
+            return w
+    raise AssertionError("never settled")
+
+
+def retarget(text: str) -> str:
+    return text.replace("version: v1\n    image: example.com/gamma:v1", "version: v2\n    image: example.com/gamma:v2", 1)
+
+
+def test_a_commit_changing_one_release_lists_its_namespace_only(world):
+    world.edit("team-b/gamma", retarget, "gamma v2")
+    world.emu.reset_counts()
+    report = world.run()
+    assert report.focused == 1
+    assert world.lists() == {"team-b"}
+    assert report.outcomes["team-b/gamma"].event.action == "start"
+    assert world.emu.get("deployments", "team-b", "gamma-v2") is not None
+    # the others are reported as they were, not looked at, not pruned
+    assert {k: o.phase for k, o in report.outcomes.items()} == {
+        "team-a/alpha": "Promoted", "team-a/beta": "Promoted", "team-b/gamma": "Progressing"}
+    assert world.emu.get("deployments", "team-a", "alpha-v1") is not None
+
+
+def test_drift_elsewhere_waits_for_the_next_full_pass(world):
+    def scale(dep):
+        dep["spec"]["replicas"] = 9
+    world.emu.edit("deployments", "team-a", "alpha-v1", scale)
+    world.edit("team-b/gamma", retarget, "gamma v2")
+    focused = world.run()
+    assert focused.focused == 1 and focused.applied.drifted == []
+    full = world.run()   # the tip did not move: a poll, a full pass
+    assert full.focused is None
+    assert "Deployment/alpha-v1" in full.applied.drifted
+    assert world.emu.get("deployments", "team-a", "alpha-v1")["spec"]["replicas"] != 9
+
+
+def test_a_removed_release_is_pruned_by_the_focused_pass(world):
+    human_edit(world.human, lambda work: (work / "releases/team-a/beta.yaml").unlink(), "retire beta")
+    report = world.run()
+    assert report.focused == 1
+    assert world.emu.get("deployments", "team-a", "beta-v1") is None
+    assert world.emu.get("virtualservices", "team-a", "beta") is None
+    assert world.emu.get("deployments", "team-a", "alpha-v1") is not None
+
+
+def test_a_full_pass_when_the_last_one_is_old_or_settings_changed(world):
+    world.now += timedelta(seconds=world.ctl.full_every)
+    world.edit("team-b/gamma", retarget, "gamma v2")
+    assert world.run(0).focused is None   # the last full pass is full_every old
+    def settings(work):
+        (work / "sluice.yaml").write_text("apiVersion: sluice.dev/v1alpha1\nkind: Settings\n# reviewed\n")
+    human_edit(world.human, settings, "settings")
+    assert world.run().focused is None
+
+
+def test_a_release_due_makes_the_next_commit_pass_full(world):
+    world.edit("team-b/gamma", retarget, "gamma v2")
+    assert world.run().focused == 1   # gamma starts: it is due again soon (its pods, its first step)
+    world.edit("team-a/alpha", lambda t: t.replace("replicas: 2", "replicas: 3", 1), "alpha replicas")
+    report = world.run(3600)
+    assert report.focused is None
+
+
+def test_a_changed_config_file_is_a_change_of_its_release(tmp_path, emu):
+    """spec.config.files are part of the release (a .yaml one sits under releases/ too)."""
+    w = World(tmp_path, emu)
+    doc = at_rest("team-a/alpha")
+    doc["spec"]["config"] = {"files": ["app.yaml"], "mountPath": "/etc/alpha"}
+
+    def add(work):
+        (work / "releases/team-a/alpha.yaml").write_text(dump(doc))
+        (work / "releases/team-a/alpha").mkdir(parents=True, exist_ok=True)
+        (work / "releases/team-a/alpha/app.yaml").write_text("mode: fast\n")
+    human_edit(w.human, add, "alpha reads a config file")
+    w.run()
+    emu.all_ready()
+    for _ in range(3):
+        w.run()
+    human_edit(w.human, lambda work: (work / "releases/team-a/alpha/app.yaml").write_text("mode: slow\n"), "config")
+    report = w.run()
+    assert report.focused == 1
+    assert report.outcomes["team-a/alpha"].event is not None
+    assert report.outcomes["team-a/alpha"].event.action == "start"
