@@ -132,7 +132,15 @@ class Settled:
     inputs: tuple
     obs: Observations
     decision: Decision
-    objects: tuple
+    objects: tuple   # what identifies its objects (apiVersion, kind, namespace, name): kept, never pruned
+
+
+def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What names an object (a settled release's objects are not compared, only kept):
+    a fraction of the object's memory at 10,000 releases."""
+    meta = obj.get("metadata") or {}
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")}}
 
 
 def _whole(value: Any) -> int:
@@ -187,6 +195,7 @@ class Controller:
         self._seen_config: int | None = None
         self._full_at: datetime | None = None
         self._due: dict[str, datetime] = {}
+        self._held: dict[str, list[Problem]] = {}   # release -> why the last look held it (while deciding)
 
     # --- hooks (docs/hooks.md) ---------------------------------------------------
     def _gate(self, rel: Release, found: list[Mapping[str, Any]]) -> Gate | None:
@@ -503,7 +512,7 @@ class Controller:
         release is due, or the change is large. Drift elsewhere is found by the next full pass."""
         if (not getattr(self.target, "partial", False) or self._seen is None or self._full_at is None
                 or self.last is None or self.last.error or tip == self._seen_tip or config != self._seen_config
-                or now - self._full_at >= timedelta(seconds=self.full_every)
+                or not self._full_at <= now < self._full_at + timedelta(seconds=self.full_every)   # or a clock step back
                 or any(at <= now for at in self._due.values())):
             return None
         changed = {k for k in seen.keys() | self._seen.keys() if seen.get(k) != self._seen.get(k)}
@@ -533,7 +542,7 @@ class Controller:
                     or key not in desired or wake.get(key) is not None or key in answering or not self.owns(key)):
                 self._settled.pop(key, None)
                 continue
-            self._settled[key] = Settled(inputs[key], obs, d, tuple(desired[key]))
+            self._settled[key] = Settled(inputs[key], obs, d, tuple(_identity(o) for o in desired[key]))
         for key in set(self._settled) - set(decisions):
             if focus is None or key in focus:
                 del self._settled[key]
@@ -598,6 +607,7 @@ class Controller:
         if any(p.file == SETTINGS_FILE for p in loaded.problems):
             # invalid settings hold every release: nothing observed, applied, pruned or committed (invariant 9)
             log.error("holding every release: %s is invalid", SETTINGS_FILE)
+            self._seen = None   # what was seen before no longer says what is live: the next pass is a full one
             if self.notify is not None and self.can_write() and self.owns(REPO_WIDE):   # told once, by one replica
                 self.notify.held([p for p in loaded.problems if p.file == SETTINGS_FILE])
             self.last = report
@@ -722,6 +732,24 @@ class Controller:
         except Exception:   # noqa: BLE001 - a shortcut only: without it every release is looked at in full
             log.exception("cannot remember the releases at rest; the next pass looks at every one")
             self._settled.clear()
+        # held this pass for a reason found while deciding (untrusted status, a foreign object, ...)
+        from_git = {id(p) for p in loaded.problems}
+        held: dict[str, list[Problem]] = {}
+        for problem in report.problems:
+            if problem.release and id(problem) not in from_git:
+                held.setdefault(problem.release, []).append(problem)
+        if focus is not None and self.last is not None:   # the releases not looked at are as the last pass left them
+            for key, out in self.last.outcomes.items():
+                if key in seen and key not in focus and key not in report.outcomes:
+                    report.outcomes[key] = replace(out, event=None)
+            for key, message in self.last.release_errors.items():
+                if key in seen and key not in focus:
+                    report.release_errors.setdefault(key, message)
+            for key, problems in self._held.items():
+                if key in seen and key not in focus:
+                    report.problems.extend(problems)
+                    held[key] = problems
+        self._held = held
         for key, message in report.release_errors.items():
             if key not in report.outcomes:
                 report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)
@@ -733,10 +761,6 @@ class Controller:
                 self.notify.publish(report, loaded, self.policy)
             except Exception:   # noqa: BLE001 - telling people must never fail the pass that did the work
                 log.exception("notifications of this pass could not be queued")
-        if focus is not None and self.last is not None:   # the releases not looked at are as the last pass left them
-            for key, out in self.last.outcomes.items():
-                if key in seen and key not in focus and key not in report.outcomes:
-                    report.outcomes[key] = replace(out, event=None)
         for key in (set(self._due) | set(wakes)) if focus is None else focus:
             self._due.pop(key, None)
         self._due.update({k: now + timedelta(seconds=h) for k, h in wakes.items() if h is not None})

@@ -145,3 +145,44 @@ def test_a_changed_config_file_is_a_change_of_its_release(tmp_path, emu):
     assert report.focused == 1
     assert report.outcomes["team-a/alpha"].event is not None
     assert report.outcomes["team-a/alpha"].event.action == "start"
+
+
+def alpha_replicas(n: int):
+    return lambda t: t.replace(f"replicas: {n}", f"replicas: {n + 1}", 1)
+
+
+def test_a_clock_stepped_back_still_gets_a_full_pass(world):
+    """Times are the controller's clock: after a step back (NTP), the last full pass is not
+    'recent' for an hour - the next commit pass is a full one, which repairs drift."""
+    world.now -= timedelta(hours=1)
+
+    def scale(dep):
+        dep["spec"]["replicas"] = 9
+    world.emu.edit("deployments", "team-a", "alpha-v1", scale)
+    world.edit("team-a/beta", alpha_replicas(2), "beta 3")
+    report = world.run()
+    assert report.focused is None and "Deployment/alpha-v1" in report.applied.drifted
+
+
+def test_after_invalid_settings_the_next_commit_pass_is_full(world):
+    good = (world.human / "sluice.yaml").read_text()
+    human_edit(world.human, lambda w: (w / "sluice.yaml").write_text("apiVersion: [\n"), "break settings")
+    assert world.run().outcomes == {}   # everything held
+    human_edit(world.human, lambda w: (w / "sluice.yaml").write_text(good), "fix settings")
+    report = world.run()
+    assert report.focused is None and set(report.outcomes) == set(RELEASES)
+
+
+def test_a_release_held_while_deciding_stays_reported_through_focused_passes(world):
+    world.emu.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "delta", "namespace": "team-c"},
+                   "spec": {"ports": [{"port": 80}]}})
+    human_edit(world.human, lambda w: (w / "releases/team-c").mkdir() or (w / "releases/team-c/delta.yaml").write_text(
+        dump(at_rest("team-c/delta"))), "add delta")
+    world.run()
+    full = world.run()
+    held = [str(p) for p in full.problems if p.release == "team-c/delta"]
+    assert held and "not Sluice's" in held[0]
+    world.edit("team-a/alpha", alpha_replicas(2), "alpha 3")
+    focused = world.run()
+    assert focused.focused == 1
+    assert [str(p) for p in focused.problems if p.release == "team-c/delta"] == held
