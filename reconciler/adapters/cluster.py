@@ -33,6 +33,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.core import adopt, revision, sizing
+from reconciler.core.observed import ROLLBACK_ANNOTATION
 from reconciler.core.diff import (
     APPLIED_ANNOTATION, Action, ObjRef, SCALERS, diff, last_writer, owners, ref_of, release_of, stamp, unified,
 )
@@ -151,6 +152,7 @@ class Cluster:
                 for item in (data or {}).get("items") or []:
                     if not _of_instance(item, instance):
                         continue
+                    _compact_managed_fields(item)
                     item.setdefault("apiVersion", api_version)
                     item.setdefault("kind", kind)
                     out[ref_of(item)] = item
@@ -250,6 +252,37 @@ def _of_instance(obj: Mapping[str, Any], instance: str) -> bool:
     Sluice from before instances, which it adopts on its first apply."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return labels.get(LABEL_INSTANCE, DEFAULT_INSTANCE if instance == DEFAULT_INSTANCE else None) == instance
+
+
+# The fields whose owners Sluice asks about (diff.owners): an object's managedFields are a third
+# of it, kept for every live object between passes; these and who wrote when are all it reads.
+OWNED_PATHS = (("spec", "replicas"), ("spec", "http"), ("metadata", "annotations", ROLLBACK_ANNOTATION))
+
+
+def _compact_managed_fields(obj: dict) -> None:
+    """Keep of each managedFields entry its manager, operation, time and, of its fieldsV1,
+    only the OWNED_PATHS it holds (what owners() and last_writer() read)."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("managedFields"), list):
+        return
+    out = []
+    for entry in meta["managedFields"]:
+        if not isinstance(entry, dict):
+            continue
+        fields = entry.get("fieldsV1") if isinstance(entry.get("fieldsV1"), dict) else {}
+        kept: dict = {}
+        for path in OWNED_PATHS:
+            node = fields
+            for key in path:
+                node = node.get(f"f:{key}") if isinstance(node, dict) else None
+            if node is not None:
+                at = kept
+                for key in path[:-1]:
+                    at = at.setdefault(f"f:{key}", {})
+                at[f"f:{path[-1]}"] = {}
+        out.append({k: entry[k] for k in ("manager", "operation", "time", "apiVersion") if k in entry}
+                   | {"fieldsV1": kept})
+    meta["managedFields"] = out
 
 
 def _fingerprint_of(obj: Mapping[str, Any]) -> str | None:
