@@ -41,6 +41,7 @@ from reconciler.core.decide import (
     CHECKED, Decision, Observations, analysis_due, check_ignored, decide, interval, iso, overdue_at, rebuild_doubts,
     rollback_doubts, stages, status_doubts, wake_in, window_start,
 )
+from reconciler.core.bulk import collector_paused
 from reconciler.core.loader import SETTINGS_FILE, LoadCache, is_release_path, load_files, locate
 from reconciler.core.messages import format_commit, replica_trailer
 from reconciler.core.shards import REPO_WIDE
@@ -586,7 +587,13 @@ class Controller:
         return objs
 
     def run_pass(self) -> PassReport:
-        """sync -> verify -> load -> observe -> decide -> urgent rollbacks -> commit -> apply -> report."""
+        """sync -> verify -> load -> observe -> decide -> urgent rollbacks -> commit -> apply -> report.
+        The cyclic collector waits for the pass to end (core/bulk.py): at 10,000 releases it spent
+        more time rescanning what the pass keeps than the pass spent working."""
+        with collector_paused():
+            return self._run_pass()
+
+    def _run_pass(self) -> PassReport:
         report = PassReport()
         try:
             report.tip = self.repo.sync()

@@ -33,6 +33,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.core import adopt, revision, sizing
+from reconciler.core.bulk import collector_paused
 from reconciler.core.observed import ROLLBACK_ANNOTATION
 from reconciler.core.diff import (
     APPLIED_ANNOTATION, Action, ObjRef, SCALERS, diff, last_writer, owners, ref_of, release_of, stamp, unified,
@@ -144,6 +145,10 @@ class Cluster:
     # --- reads --------------------------------------------------------------------
     def list_managed(self, namespaces: Iterable[str], instance: str = DEFAULT_INSTANCE) -> dict[ObjRef, dict]:
         """Every object this Sluice instance owns: one LIST per kind per namespace."""
+        with collector_paused():   # ~70,000 objects at 10,000 releases, all kept (core/bulk.py)
+            return self._list_managed(namespaces, instance)
+
+    def _list_managed(self, namespaces: Iterable[str], instance: str) -> dict[ObjRef, dict]:
         out: dict[ObjRef, dict] = {}
         for ns in sorted(set(namespaces)):
             for (api_version, kind), (group, version, plural) in KINDS.items():

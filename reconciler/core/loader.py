@@ -13,13 +13,13 @@ parse and per-file checks of files that did not change between passes.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from reconciler.core.bulk import collector_paused
 from reconciler.core import (
     adopt, analysis, hooks, notifications, podsecurity, policy as policies, routes, schema, sizing, tenancy,
 )
@@ -532,16 +532,8 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
     settings, policy or config files did) are parsed and checked again; the
     cross-file claims are redone for the hosts and objects a change touches.
     ``blobs`` (path -> git blob id, as a git tree gives them) saves hashing."""
-    # Loading builds many containers that all stay alive: the cyclic collector would
-    # rescan them again and again (at 10,000 releases it doubled the load). Nothing
-    # here makes cycles, so it waits until the load is done.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():   # millions of containers that stay alive (core/bulk.py)
         return _load(files, cache if cache is not None else LoadCache(), blobs or {}, policy)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _load(files: Mapping[str, bytes], cache: LoadCache, ids: Mapping[str, str],
