@@ -507,17 +507,20 @@ class Controller:
             log.error("release=%s held: %s", rel.key, problem)
 
     def _focus(self, tip: str, config: int, seen: Mapping[str, str], now: datetime) -> set[str] | None:
-        """The releases a pass on a new commit needs to look at: those whose file (or validity)
-        the commit changed, added or removed; None for a full pass: the tip did not move (a poll,
-        a due release), the repo's other files changed, the last pass failed or was long ago, a
-        release is due, or the change is large. Drift elsewhere is found by the next full pass."""
+        """The releases this pass needs to look at: those whose file (or validity, or shard)
+        changed, were added or removed since the last pass, and those due (a step, a check, a
+        readiness recheck: decide.wake_in). None for a full pass: nothing changed or is due (a
+        poll: the pass that finds drift anywhere), the repo's other files changed, the last pass
+        failed, the last full pass is older than ``full_every``, or the change is large."""
         if (not getattr(self.target, "partial", False) or self._seen is None or self._full_at is None
-                or self.last is None or self.last.error or tip == self._seen_tip or config != self._seen_config
-                or not self._full_at <= now < self._full_at + timedelta(seconds=self.full_every)   # or a clock step back
-                or any(at <= now for at in self._due.values())):
+                or self.last is None or self.last.error or config != self._seen_config
+                or not self._full_at <= now < self._full_at + timedelta(seconds=self.full_every)):   # or a step back
             return None
-        changed = {k for k in seen.keys() | self._seen.keys() if seen.get(k) != self._seen.get(k)}
-        return changed if len(changed) <= max(10, len(seen) // 10) else None
+        focus = {k for k in seen.keys() | self._seen.keys() if seen.get(k) != self._seen.get(k)}
+        focus |= {k for k, at in self._due.items() if at <= now}
+        if not focus and tip == self._seen_tip:
+            return None
+        return focus if len(focus) <= max(10, len(seen) // 10) else None
 
     def _inputs(self, rel: Release, config: int) -> tuple | None:
         """What a settled ``rel`` depends on (see Settled); None when its target cannot tell."""

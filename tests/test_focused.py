@@ -92,7 +92,9 @@ def test_drift_elsewhere_waits_for_the_next_full_pass(world):
     world.edit("team-b/gamma", retarget, "gamma v2")
     focused = world.run()
     assert focused.focused == 1 and focused.applied.drifted == []
-    full = world.run()   # the tip did not move: a poll, a full pass
+    # gamma's rollout keeps it due, so the passes that follow look at gamma; within --interval
+    # (full_every) of the last full pass comes a full one, which repairs the drift
+    full = world.run(world.ctl.full_every)
     assert full.focused is None
     assert "Deployment/alpha-v1" in full.applied.drifted
     assert world.emu.get("deployments", "team-a", "alpha-v1")["spec"]["replicas"] != 9
@@ -117,12 +119,26 @@ def test_a_full_pass_when_the_last_one_is_old_or_settings_changed(world):
     assert world.run().focused is None
 
 
-def test_a_release_due_makes_the_next_commit_pass_full(world):
+def test_due_releases_are_looked_at_with_what_a_commit_changed(world):
     world.edit("team-b/gamma", retarget, "gamma v2")
     assert world.run().focused == 1   # gamma starts: it is due again soon (its pods, its first step)
+    world.emu.all_ready()
     world.edit("team-a/alpha", lambda t: t.replace("replicas: 2", "replicas: 3", 1), "alpha replicas")
-    report = world.run(3600)
-    assert report.focused is None
+    report = world.run(60)
+    assert report.focused == 2   # alpha (changed) and gamma (due)
+    assert report.outcomes["team-b/gamma"].weight > 0 and report.outcomes["team-b/gamma"].event is not None
+    world.emu.reset_counts()
+    report = world.run(120)   # no commit: gamma due again, the others not looked at
+    assert report.focused == 1 and world.lists() == {"team-b"}
+
+
+def test_a_poll_with_nothing_due_is_a_full_pass(world):
+    world.edit("team-a/alpha", lambda t: t.replace("replicas: 2", "replicas: 3", 1), "alpha replicas")
+    assert world.run().focused == 1
+    world.emu.all_ready()
+    world.run()   # alpha's new size settles
+    report = world.run()
+    assert report.focused is None and report.settled == len(RELEASES)
 
 
 def test_a_changed_config_file_is_a_change_of_its_release(tmp_path, emu):

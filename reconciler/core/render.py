@@ -286,7 +286,8 @@ def _hpa(rel: Release, name: str, version: str, bounds: tuple[int, int]) -> dict
             "metadata": _meta(rel, name, {LABEL_APP: rel.service_name, LABEL_VERSION: version}), "spec": spec}
 
 
-RENDER_CACHE_SIZE = 20_000   # releases x statuses kept; ~1 KB each (a pickled render)
+RENDER_CACHE_SIZE = 4_096   # releases x statuses kept, ~3 KB each with their release: enough for a pass's
+# repeated renders of the releases it decides; settled releases are not rendered (controller.Settled)
 
 
 class _Keyed:
