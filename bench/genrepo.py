@@ -21,11 +21,21 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from reconciler.core.parse import _Loader  # noqa: E402
 from tests.support.specs import STRATEGIES, release_doc  # noqa: E402
 
 KINDS = sorted(STRATEGIES)
 SCAN_EVERY = 10   # the validate+render corpus: a tenth of the files take the hostile-input scan
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Quotes a string that Sluice's YAML 1.2 reader would take for something else too (a
+    revision hash such as ``6208965234851e54`` is a float in YAML 1.2, not in PyYAML's 1.1)."""
+
+
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    for _tag, _regexp in _resolvers:
+        _Dumper.add_implicit_resolver(_tag, _regexp, [_first])
 
 
 def release_docs(n: int, *, scan_every: int = 0) -> list[dict]:

@@ -768,17 +768,20 @@ class Store(dict):
     """The object store, ``{(gvp, namespace, name): object}``, indexed by (gvp, namespace) so a LIST
     reads its own collection, not every object (kube-apiserver lists one etcd key prefix), and
     keeping each stored object's JSON: every write stores a new dict, so an entry whose object
-    is still the one stored is still true."""
+    is still the one stored is still true. ``plurals`` maps a plural to the group-versions it was
+    stored under, in the order first seen, so the test helpers find an object by plural without a scan."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
         self.by: dict[tuple, dict[str, dict]] = {}
+        self.plurals: dict[str, dict[tuple, None]] = {}
         self.encoded: dict[tuple, tuple[dict, bytes]] = {}
         self.update(*args, **kwargs)
 
     def __setitem__(self, key, obj) -> None:
         super().__setitem__(key, obj)
         self.by.setdefault((key[0], key[1]), {})[key[2]] = obj
+        self.plurals.setdefault(key[0][2], {})[key[0]] = None
 
     def __delitem__(self, key) -> None:
         super().__delitem__(key)
@@ -801,6 +804,7 @@ class Store(dict):
     def clear(self) -> None:
         super().clear()
         self.by.clear()
+        self.plurals.clear()
         self.encoded.clear()
 
     def setdefault(self, key, default=None):
@@ -815,6 +819,20 @@ class Store(dict):
             return [((gvp, namespace, name), found[name]) for name in sorted(found)]
         return [((gvp, ns, name), objs[name]) for (g, ns), objs in sorted(self.by.items(), key=lambda kv: kv[0][1] or "")
                 if g == gvp for name in sorted(objs)]
+
+    def find(self, plural: str, namespace: str | None, name: str) -> tuple | None:
+        """The key of the object ``name`` of resource ``plural`` (any group-version) in ``namespace``."""
+        for gvp in self.plurals.get(plural, ()):
+            if name in self.by.get((gvp, namespace), ()):
+                return (gvp, namespace, name)
+        return None
+
+    def of_plural(self, plural: str | None) -> list[tuple[tuple, dict]]:
+        """``(key, object)`` of every object of resource ``plural`` (every object: None)."""
+        if plural is None:
+            return list(self.items())
+        return [((g, ns, name), obj) for gvp in self.plurals.get(plural, ())
+                for (g, ns), objs in self.by.items() if g == gvp for name, obj in objs.items()]
 
     def json(self, key: tuple, obj: dict) -> bytes:
         kept = self.encoded.get(key)
@@ -1224,10 +1242,10 @@ class Emulator:
     def _call(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def _sync(self, fn):
+    def _sync(self, fn, timeout: float = 30):
         async def run():
             return fn()
-        return self._call(run())
+        return self._call(run(), timeout)
 
     # --- for tests --------------------------------------------------------
     def api_client(self) -> kubernetes.client.ApiClient:
@@ -1249,31 +1267,31 @@ class Emulator:
         return sum(n for (verb, _, _), n in self.counts.items() if verb in ("create", "update", "patch", "delete"))
 
     def objects(self, plural: str | None = None) -> dict:
-        return self._sync(lambda: {k: copy.deepcopy(v) for k, v in self.emu.store.items()
-                                   if plural is None or k[0][2] == plural})
+        return self._sync(lambda: {k: copy.deepcopy(v) for k, v in self.emu.store.of_plural(plural)})
 
     def get(self, plural: str, namespace: str, name: str) -> dict | None:
-        for (kind, ns, n), obj in self.objects(plural).items():
-            if ns == namespace and n == name:
-                return obj
-        return None
+        def run():
+            key = self.emu.store.find(plural, namespace, name)
+            return None if key is None else copy.deepcopy(self.emu.store[key])
+        return self._sync(run)
 
     def _key(self, plural: str, namespace: str, name: str) -> tuple:
-        for key in self.emu.store:
-            if key[0][2] == plural and key[1] == namespace and key[2] == name:
-                return key
-        raise KeyError(f"{plural}/{name} in {namespace}")
+        key = self.emu.store.find(plural, namespace, name)
+        if key is None:
+            raise KeyError(f"{plural}/{name} in {namespace}")
+        return key
+
+    def _edit(self, key: tuple, fn, manager: str) -> dict:
+        """On the loop: an Update of the object at ``key`` by ``manager``, status included."""
+        old = self.emu.store[key]
+        new = copy.deepcopy(old)
+        fn(new)
+        return self.emu._write(key, old, new, manager=manager, dry=False, with_status=True)
 
     def edit(self, plural: str, namespace: str, name: str, fn, manager: str = "kubectl-edit") -> dict:
         """Change an object behind the controller's back (like ``kubectl edit``): an Update by ``manager``,
         defaulted and validated (raises :class:`ApiError`); status may change too."""
-        def run():
-            key = self._key(plural, namespace, name)
-            old = self.emu.store[key]
-            new = copy.deepcopy(old)
-            fn(new)
-            return self.emu._write(key, old, new, manager=manager, dry=False, with_status=True)
-        return self._sync(run)
+        return self._sync(lambda: self._edit(self._key(plural, namespace, name), fn, manager))
 
     def update_as(self, manager: str, plural: str, namespace: str, name: str, fn) -> dict:
         """An Update by another manager (``kube-controller-manager`` scaling for an HPA, for instance)."""
@@ -1286,13 +1304,22 @@ class Emulator:
         return self._sync(lambda: self.emu.apply(gvp, meta.get("namespace"), meta["name"], obj, manager=manager,
                                                  force=force)[1])
 
+    def apply_all(self, manager: str, objs: list[dict], force: bool = False, timeout: float = 600) -> None:
+        """:meth:`apply_as` of every object in one hop onto the loop (thousands of objects in seconds)."""
+        def run():
+            for obj in objs:
+                meta = obj["metadata"]
+                self.emu.apply(_gvp_of(obj), meta.get("namespace"), meta["name"], obj, manager=manager, force=force)
+        self._sync(run, timeout)
+
     def put(self, obj: dict, manager: str = "kubectl-create") -> dict:
         """Create an object (e.g. one that Sluice does not own), as ``kubectl create`` would."""
         return self._sync(lambda: self.emu.create(_gvp_of(obj), obj["metadata"].get("namespace"), obj,
                                                   manager=manager))
 
-    def set_ready(self, namespace: str, name: str, ready: bool = True, *, failed: bool = False) -> None:
-        """Pretend the Deployment's pods came up (or not)."""
+    @staticmethod
+    def _readiness(ready: bool = True, failed: bool = False):
+        """An edit of a Deployment's status as kube-controller-manager reports its pods (up or not)."""
         def fn(dep):
             n = dep["spec"].get("replicas", 1)
             ok = n if ready else 0
@@ -1301,11 +1328,18 @@ class Emulator:
             if failed:
                 dep["status"]["conditions"] = [{"type": "Progressing", "status": "False",
                                                 "reason": "ProgressDeadlineExceeded"}]
-        self.edit("deployments", namespace, name, fn, manager="kube-controller-manager")
+        return fn
 
-    def all_ready(self) -> None:
-        for (kind, ns, name), obj in self.objects("deployments").items():
-            self.set_ready(ns, name, True)
+    def set_ready(self, namespace: str, name: str, ready: bool = True, *, failed: bool = False) -> None:
+        """Pretend the Deployment's pods came up (or not)."""
+        self.edit("deployments", namespace, name, self._readiness(ready, failed), manager="kube-controller-manager")
+
+    def all_ready(self, timeout: float = 600) -> None:
+        """:meth:`set_ready` of every Deployment, in one hop onto the loop."""
+        def run():
+            for key, _ in self.emu.store.of_plural("deployments"):
+                self._edit(key, self._readiness(), "kube-controller-manager")
+        self._sync(run, timeout)
 
     def fail_next(self, verb: str, plural: str, code: int, n: int = 1, reason: str = "", message: str = "") -> None:
         reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 403: "Forbidden", 503: "ServiceUnavailable"}
