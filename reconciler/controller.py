@@ -120,7 +120,8 @@ class PassReport:
     release_errors: dict[str, str] = field(default_factory=dict)   # release -> what failed, this pass
     next_pass_in: float | None = None   # seconds until the earliest release wants another look
     settled: int = 0   # releases found at rest with nothing they depend on changed: not looked at again
-    focused: int | None = None   # a pass on a new commit that looked only at the releases it changed (how many)
+    focused: int | None = None   # a pass that looked only at the releases changed or due (how many)
+    carried: set[str] = field(default_factory=set)   # release errors of releases not looked at: the last pass's
 
 
 @dataclass(frozen=True)
@@ -730,8 +731,9 @@ class Controller:
                                                   self._isolated(report, key, "schedule",
                                                                  lambda rel=rel, st=st: overdue_at(rel.with_status(st))),
                                                   _whole(st.get("failedChecks")))
-            hint = None if key in settled else self._isolated(report, key, "schedule", lambda rel=rel, d=d: wake_in(
-                rel, d or Decision(dict(rel.status)), now))
+            # a decision that committed nothing still says when to look again (pods coming up, a recheck)
+            hint = None if key in settled else self._isolated(report, key, "schedule", lambda rel=rel, d=d, dec=decision: wake_in(
+                rel, d or Decision(dict(rel.status), next_check_in=dec.next_check_in), now))
             wakes[key] = hint
             if hint is not None:
                 wake.append(hint)
@@ -753,8 +755,9 @@ class Controller:
                 if key in seen and key not in focus and key not in report.outcomes:
                     report.outcomes[key] = replace(out, event=None)
             for key, message in self.last.release_errors.items():
-                if key in seen and key not in focus:
-                    report.release_errors.setdefault(key, message)
+                if key in seen and key not in focus and key not in report.release_errors:
+                    report.release_errors[key] = message
+                    report.carried.add(key)
             for key, problems in self._held.items():
                 if key in seen and key not in focus:
                     report.problems.extend(problems)
@@ -777,6 +780,10 @@ class Controller:
         self._seen, self._seen_tip, self._seen_config = seen, report.tip, config
         if focus is None and report.error is None:
             self._full_at = now
-        report.next_pass_in = max(0.0, min((at - now).total_seconds() for at in self._due.values())) if self._due else None
+        due = list(self._due.values())
+        full_at = self._full_at + timedelta(seconds=self.full_every) if self._full_at is not None else None
+        if getattr(self.target, "partial", False) and full_at is not None and full_at > now:
+            due.append(full_at)   # the next full pass, on time: drift is repaired within full_every
+        report.next_pass_in = max(0.0, min((at - now).total_seconds() for at in due)) if due else None
         self.last = report
         return report

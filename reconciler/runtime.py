@@ -105,7 +105,8 @@ class Metrics:
             if report.applied.errors:
                 self.api_errors.inc(len(report.applied.errors))
         for key, message in report.release_errors.items():
-            self.release_errors.labels(key, message.split(" ", 1)[0]).inc()
+            if key not in getattr(report, "carried", ()):   # counted once, by the pass that failed
+                self.release_errors.labels(key, message.split(" ", 1)[0]).inc()
         for key, out in report.outcomes.items():
             self.weight.labels(key).set(out.weight)
             self.step.labels(key).set(out.step)

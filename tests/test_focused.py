@@ -202,3 +202,63 @@ def test_a_release_held_while_deciding_stays_reported_through_focused_passes(wor
     focused = world.run()
     assert focused.focused == 1
     assert [str(p) for p in focused.problems if p.release == "team-c/delta"] == held
+
+
+def test_a_hold_that_commits_nothing_still_asks_for_its_recheck(tmp_path, emu):
+    """The next weight's pods are still starting when the step is due: decide holds
+    (nothing to commit) and asks for a recheck in seconds; the pass must schedule it,
+    not the next interval (found by review: a focused pass looks only at what is due)."""
+    w = World(tmp_path, emu)
+    doc = at_rest("team-b/gamma")
+    doc["spec"]["replicas"] = 10
+    doc["spec"]["strategy"] = {"canary": {"steps": [10, 20, 50], "interval": "2m"}}
+    human_edit(w.human, lambda work: (work / "releases/team-b/gamma.yaml").write_text(dump(doc)), "gamma 10 pods")
+    w.run()
+    emu.all_ready()
+    w.run()
+    w.edit("team-b/gamma", retarget, "gamma v2")
+    w.run()
+    emu.all_ready()
+    advanced = w.run()
+    assert advanced.outcomes["team-b/gamma"].weight == 10, advanced.outcomes["team-b/gamma"]
+    w.run(5)   # sizes the new version for the next weight (20%: 2 pods)
+
+    def one_of_two(dep):
+        n = dep["spec"].get("replicas", 1)
+        dep["status"] = {"observedGeneration": dep["metadata"].get("generation", 1), "replicas": n,
+                         "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    emu.edit("deployments", "team-b", "gamma-v2", one_of_two, manager="kube-controller-manager")
+    held = w.run(120)   # the step is due; its pods are not all ready
+    assert held.outcomes["team-b/gamma"].weight == 10 and held.outcomes["team-b/gamma"].event is None
+    assert held.next_pass_in is not None and held.next_pass_in <= 10, held.next_pass_in
+
+
+def test_a_quiet_repo_is_still_looked_at_in_full_within_full_every(world):
+    """Nothing due: the pass still schedules the next full pass (drift within --interval)."""
+    report = world.run()
+    assert report.next_pass_in is not None and 0 < report.next_pass_in <= world.ctl.full_every
+
+
+def test_a_release_error_carried_through_focused_passes_is_counted_once_per_failure(tmp_path, emu):
+    """A release whose adopted VirtualService is missing fails every time it is looked at;
+    focused passes that do not look at it report its error (notifications stay quiet) but
+    sluice_release_errors_total counts only the passes that failed."""
+    from reconciler.runtime import Metrics
+    w = World(tmp_path, emu)
+    doc = at_rest("team-b/gamma")
+    doc["spec"]["service"].update({"virtualServiceRef": {"name": "gamma-routes", "route": "primary"}, "create": False})
+    human_edit(w.human, lambda work: (work / "releases/team-b/gamma.yaml").write_text(dump(doc)), "adopt routes")
+    metrics = Metrics()
+    first = w.run()
+    emu.all_ready()
+    assert "team-b/gamma" in first.release_errors, first.release_errors
+    metrics.observe_pass(first, 0.1)
+    for n in range(2):
+        w.edit("team-a/alpha", lambda t, n=n: t.replace(f"replicas: {2 + n}", f"replicas: {3 + n}", 1), f"alpha {n}")
+        report = w.run()
+        assert report.focused   # alpha (and whatever is due), not gamma
+        assert "team-b/gamma" in report.release_errors and "team-b/gamma" in report.carried
+        metrics.observe_pass(report, 0.1)
+    counted = sum(s.value for m in metrics.registry.collect() if m.name == "sluice_release_errors"
+                  for s in m.samples if s.name.endswith("_total") and s.labels.get("release") == "team-b/gamma")
+    assert counted == 1
