@@ -753,7 +753,7 @@ class Controller:
         if focus is not None and self.last is not None:   # the releases not looked at are as the last pass left them
             for key, out in self.last.outcomes.items():
                 if key in seen and key not in focus and key not in report.outcomes:
-                    report.outcomes[key] = replace(out, event=None)
+                    report.outcomes[key] = out if out.event is None else replace(out, event=None)
             for key, message in self.last.release_errors.items():
                 if key in seen and key not in focus and key not in report.release_errors:
                     report.release_errors[key] = message

@@ -427,14 +427,18 @@ class KubernetesTarget:
         found = {r: o for r, o in self.adopted.get(rel.key, {}).items() if o is not None}
         return version_readiness(rel, {**self.live, **found})
 
-    def objects_of(self, release: str) -> list[dict]:
-        """The release's own objects, then those it adopts (read by name, never ours to prune)."""
-        if self._by_release is None:   # indexed once per observation: a pass asks once per release
+    def _own(self, release: str | None) -> list[dict]:
+        """The live objects labelled as ``release``'s, indexed once per observation."""
+        if self._by_release is None:
             self._by_release = {}
             for obj in self.live.values():
                 self._by_release.setdefault(release_of(obj), []).append(obj)
+        return self._by_release.get(release, [])
+
+    def objects_of(self, release: str) -> list[dict]:
+        """The release's own objects, then those it adopts (read by name, never ours to prune)."""
         theirs = [o for o in self.adopted.get(release, {}).values() if o is not None]
-        return self._by_release.get(release, []) + theirs
+        return self._own(release) + theirs
 
     def applied(self, rel: Release, desired: list[dict], settings: Mapping[str, Any]) -> Applied:
         """The routing of ``desired`` is live once every VirtualService in it is, as
@@ -564,12 +568,15 @@ class KubernetesTarget:
                 actions += mine
         if not urgent:   # prune: ours, of no desired or held release (never in an urgent apply)
             wanted = {ref_of(o) for objs in desired.values() for o in objs}
+            if scope is None:
+                pool = self.live
+            else:   # a focused pass prunes only what it looked at: those releases' own objects
+                pool = {ref_of(o): o for k in scope for o in self._own(k)}
             # --shards: never another replica's release (its shard's owner prunes it), nor one whose shard is lost
             owns = getattr(self, "owns", None)
-            keep |= {k for o in self.live.values() if (k := release_of(o)) and owns and not owns(k)}
-            if scope is not None:   # a focused pass prunes only what it looked at
-                keep |= {k for o in self.live.values() if (k := release_of(o)) and k not in scope}
-            actions += diff([], {r: o for r, o in self.live.items() if r not in wanted}, keep=keep)
+            if owns is not None:
+                keep |= {k for o in pool.values() if (k := release_of(o)) and not owns(k)}
+            actions += diff([], {r: o for r, o in pool.items() if r not in wanted}, keep=keep)
         self._by_release = None   # the apply changes what is live
         for action in actions:
             try:

@@ -8,6 +8,7 @@ decision function and the plan agree on them (docs/release-spec.md).
 
 from __future__ import annotations
 
+from functools import cached_property
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
@@ -63,9 +64,9 @@ class Release:
     def namespace(self) -> str:
         return self.doc["metadata"]["namespace"]
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """``namespace/name``: how commands and commits name a release."""
+        """``namespace/name``: how commands and commits name a release (asked for often: kept)."""
         return f"{self.namespace}/{self.name}"
 
     # --- spec -----------------------------------------------------------
