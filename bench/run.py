@@ -58,7 +58,8 @@ TARGETS: dict[str, Target] = {
 FLOOR_WORDS = {
     "no-op pass": "a no-op pass costs {ratio}x the least a pass must do to learn that nothing changed: one "
                   "no-op `git fetch` plus the raw LIST calls (one per kind per namespace) through the same "
-                  "client against the same emulator.",
+                  "client against the same emulator, made as a pass makes them (the cyclic collector paused, "
+                  "the last LIST's objects freed as the new ones replace them).",
     "pass after a one-file change": "the pass that picks up a one-file change costs {ratio}x its unavoidable "
                                     "part: fetching that one commit, parsing that one file and one server-side "
                                     "apply of the object it changed.",
@@ -67,7 +68,9 @@ FLOOR_WORDS = {
                               "does not): the rest is the scan, schema checks, rendering and serialising.",
     "plan of a one-release change": "plan costs {ratio}x parsing the changed file at both commits: the floor is "
                                     "the parse alone, without listing what changed or rendering it.",
-    "status": "status costs {ratio}x parsing every release file alone.",
+    "status": "a repeat status (its load cache on disk) costs {ratio}x reading every release file of the "
+              "checkout, which it must do to see what changed.",
+    "status, cold (no load cache)": "status with no load cache costs {ratio}x parsing every release file alone.",
     "history of one release": "Sluice's history costs {ratio}x git's own `git log --format=%H -- <path>` of that "
                               "file on the same clone with the changed-paths commit-graph (the floor lists commit "
                               "ids only; history also reads and parses each record).",

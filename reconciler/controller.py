@@ -174,7 +174,7 @@ class Controller:
         # --shards: this replica handles only the releases whose shard it holds (asked again before each
         # write), and prunes only theirs; ``replica`` names it in its commits (Sluice-Replica)
         self.owns, self.replica = owns or (lambda key: True), replica
-        target.owns = self.owns
+        target.owns = owns   # None: every release is this replica's (the target then checks nothing)
         self.notify = notify          # notifications and commit statuses; built when sluice.yaml asks for one
         if notify is not None:
             notify.can_write = can_write   # a replica that lost its lease delivers nothing it queued
@@ -527,9 +527,8 @@ class Controller:
         """What a settled ``rel`` depends on (see Settled); None when its target cannot tell."""
         if not getattr(self.target, "settles", False):
             return None
-        live = tuple(sorted((o.get("kind") or "", (o.get("metadata") or {}).get("name") or "",
-                             (o.get("metadata") or {}).get("resourceVersion") or "")
-                            for o in self.target.objects_of(rel.key)))
+        # resourceVersions name object versions (the API server never gives two the same one)
+        live = tuple(sorted((o.get("metadata") or {}).get("resourceVersion") or "" for o in self.target.objects_of(rel.key)))
         return (rel.blob, config, tuple(sorted(rel.files.items())), live)
 
     def _settle(self, decisions, inputs: Mapping[str, tuple | None], settled: set[str], committed, desired,
@@ -726,11 +725,15 @@ class Controller:
             d = committed.get(key)
             st = statuses[key]
             event = d.event if d else None
-            report.outcomes[key] = ReleaseOutcome(key, st.get("phase", "Idle"), int(st.get("weight", 0)),
-                                                  int(st.get("step", 0)), event, report.release_errors.get(key),
-                                                  self._isolated(report, key, "schedule",
-                                                                 lambda rel=rel, st=st: overdue_at(rel.with_status(st))),
-                                                  _whole(st.get("failedChecks")))
+            prev = self.last.outcomes.get(key) if key in settled and self.last is not None else None
+            if prev is not None and prev.event is None and prev.error is None:
+                report.outcomes[key] = prev   # settled: as the last pass found it
+            else:
+                report.outcomes[key] = ReleaseOutcome(key, st.get("phase", "Idle"), int(st.get("weight", 0)),
+                                                      int(st.get("step", 0)), event, report.release_errors.get(key),
+                                                      self._isolated(report, key, "schedule", lambda rel=rel, st=st:
+                                                                     overdue_at(rel.with_status(st))),
+                                                      _whole(st.get("failedChecks")))
             # a decision that committed nothing still says when to look again (pods coming up, a recheck)
             hint = None if key in settled else self._isolated(report, key, "schedule", lambda rel=rel, d=d, dec=decision: wake_in(
                 rel, d or Decision(dict(rel.status), next_check_in=dec.next_check_in), now))
