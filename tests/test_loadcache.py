@@ -78,3 +78,10 @@ def test_plan_answers_alike_cold_and_from_its_cache(checkout, tmp_path, monkeypa
     assert plan_text(checkout) == cold   # from the cache
     monkeypatch.setenv("SLUICE_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert plan_text(checkout) == cold   # and without one
+
+
+@pytest.mark.parametrize("base", ["no-such-ref", "--output=/tmp/x", "-h"])
+def test_plan_refuses_an_unknown_or_option_like_ref(checkout, base):
+    from click.testing import CliRunner
+    result = CliRunner().invoke(plan_command, [str(checkout), "--base", base])
+    assert result.exit_code == 2 and "unknown ref" in result.output, result.output

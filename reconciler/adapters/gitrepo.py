@@ -140,8 +140,10 @@ class TreeFiles(collections.abc.Mapping):
     def __init__(self, repo: "GitRepo", blobs: dict[str, str]):
         self.repo, self.blobs = repo, blobs
 
-    def prefetch(self, paths: Iterable[str]) -> None:
-        self.repo._cat([self.blobs[p] for p in paths if p in self.blobs])
+    def prefetch(self, paths: Iterable[str], also: Mapping[str, str] | None = None) -> None:
+        """Read ``paths`` in one ``cat-file`` (``also``: another commit's path -> blob id, read in the same one)."""
+        where = [self.blobs, *([also] if also else [])]
+        self.repo._cat(list(dict.fromkeys(ids[p] for p in paths for ids in where if p in ids)))
 
     def __getitem__(self, path: str) -> bytes:
         sha = self.blobs[path]

@@ -35,9 +35,10 @@ def command(repo: str, base: str, head: str, fmt: str, allow_skip_analysis: bool
     """Show what a change to the config repo will do, for review."""
     git = GitRepo.open_local(repo)
     try:
-        base_sha = git.git("rev-parse", "--verify", f"{base}^{{commit}}").strip()
-        head_sha = git.git("rev-parse", "--verify", f"{head}^{{commit}}").strip()
-    except GitCommandError:
+        if base.startswith("-") or head.startswith("-"):
+            raise ValueError("a ref cannot start with '-'")
+        base_sha, head_sha = git.git("rev-parse", f"{base}^{{commit}}", f"{head}^{{commit}}").split()   # one process
+    except (GitCommandError, ValueError):
         raise click.UsageError(f"unknown ref: {base} or {head}") from None
     prefixes = ("releases/", "sluice.yaml")
     base_ids, head_ids = git.blob_ids(base_sha, prefixes), git.blob_ids(head_sha, prefixes)
@@ -48,8 +49,9 @@ def command(repo: str, base: str, head: str, fmt: str, allow_skip_analysis: bool
     with kept_cache("plan:" + str(git.workdir.resolve())) as cache:
         kept = {p: state[0] for p, state in cache.state().items()}
         base_files, head_files = git.tree_files(base_ids), git.tree_files(head_ids)
-        for files, ids in ((base_files, base_ids), (head_files, head_ids)):   # one read of what is not kept
-            files.prefetch([p for p, blob in ids.items() if kept.get(p) != blob or not p.startswith("releases/")])
+        # one read (one cat-file) of what the cache does not hold, at both commits
+        head_files.prefetch([p for ids in (base_ids, head_ids) for p, blob in ids.items()
+                             if kept.get(p) != blob or not p.startswith("releases/")], also=base_ids)
         plan = build_plan(load_files(base_files, cache=cache, blobs=base_ids),
                           load_files(head_files, cache=cache, blobs=head_ids), changed,
                           allow_skip_analysis=allow_skip_analysis, files=head_files)
