@@ -24,6 +24,7 @@ from reconciler.adapters.gitrepo import GitRepo
 from reconciler.cli.source import Source
 from reconciler.core import revision
 from reconciler.core.decide import stages
+from reconciler.core.bulk import collector_paused
 from reconciler.core.loader import LoadCache, key_from_path, load_files
 from reconciler.core.model import RepoLoad
 from reconciler.core.trusted import parse_time
@@ -78,8 +79,9 @@ def release_rows(loaded: RepoLoad, changes: dict[str, tuple[str, str]]) -> list[
 
 def rows(source: Source) -> list[dict]:
     """``release_rows`` of ``source`` as ``sluice status`` reads it (a URL is fetched first)."""
-    loaded = source.load()
-    return release_rows(loaded, source.last_changes({r.path for r in loaded.releases} | set(loaded.invalid)))
+    with collector_paused():   # a row per release, all kept (core/bulk.py)
+        loaded = source.load()
+        return release_rows(loaded, source.last_changes({r.path for r in loaded.releases} | set(loaded.invalid)))
 
 
 def read_current(source: Source, cache: LoadCache | None = None) -> tuple[RepoLoad, dict[str, tuple[str, str]]]:

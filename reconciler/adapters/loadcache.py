@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import reconciler
+from reconciler.core.bulk import collector_paused
 from reconciler.core.loader import LoadCache
 
 log = logging.getLogger("sluice.loadcache")
@@ -53,7 +54,7 @@ class DiskLoadCache:
 
     def open(self) -> LoadCache:
         try:
-            with open(self.path, "rb") as fh:
+            with open(self.path, "rb") as fh, collector_paused():   # ~100,000 objects, all kept
                 stamp, cache = pickle.load(fh)
         except FileNotFoundError:
             return LoadCache()

@@ -20,6 +20,7 @@ from git import GitCommandError
 
 from reconciler.adapters.gitrepo import GitRepo
 from reconciler.cli.source import kept_cache
+from reconciler.core.bulk import collector_paused
 from reconciler.core.loader import load_files
 from reconciler.core.plan import build_plan, markdown, text
 
@@ -46,7 +47,7 @@ def command(repo: str, base: str, head: str, fmt: str, allow_skip_analysis: bool
     if "sluice.yaml" in changed:   # repo-wide settings touch every release
         changed |= {p for p in head_ids if p.startswith("releases/")}
     # files the change did not touch are parsed once, not twice, and not again on the next plan
-    with kept_cache("plan:" + str(git.workdir.resolve())) as cache:
+    with collector_paused(), kept_cache("plan:" + str(git.workdir.resolve())) as cache:
         kept = {p: state[0] for p, state in cache.state().items()}
         base_files, head_files = git.tree_files(base_ids), git.tree_files(head_ids)
         # one read (one cat-file) of what the cache does not hold, at both commits
