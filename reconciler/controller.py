@@ -42,7 +42,7 @@ from reconciler.core.decide import (
     rollback_doubts, stages, status_doubts, wake_in, window_start,
 )
 from reconciler.core.bulk import collector_paused
-from reconciler.core.loader import SETTINGS_FILE, LoadCache, is_release_path, load_files, locate
+from reconciler.core.loader import RELEASES_DIR, SETTINGS_FILE, LoadCache, load_files, locate
 from reconciler.core.messages import format_commit, replica_trailer
 from reconciler.core.shards import REPO_WIDE
 from reconciler.core import notifications
@@ -63,15 +63,20 @@ class Target(Protocol):
 
     name: str
     clock: Callable[[], datetime]   # set by the controller: times a target records are on its clock
+    # optional: ``owns`` (set by the controller under --shards: a release key -> this replica's?),
+    # ``settles`` (apply takes ``settled=``) and ``partial`` (observe takes ``namespaces=``, apply ``scope=``)
 
     def observe(self, releases: list[Release]) -> None:
-        """Read what is live for ``releases`` (one LIST per kind per namespace)."""
+        """Read what is live for ``releases`` (one LIST per kind per namespace); a ``partial``
+        target also takes ``namespaces=``: list only those, keep the rest as last observed."""
 
     def readiness(self, rel: Release) -> Mapping[str, Readiness]:
         """Readiness of ``rel``'s revisions (by revision name), from the last observation."""
 
     def apply(self, desired: Mapping[str, list[dict]], *, keep: set[str], urgent: bool = False) -> "ApplyReport":
-        """Make the cluster match ``desired`` (release key -> objects)."""
+        """Make the cluster match ``desired`` (release key -> objects). A ``settles`` target also
+        takes ``settled=`` (releases not compared again) and a ``partial`` one ``scope=`` (prune
+        only those releases' objects)."""
 
     def objects_of(self, release: str) -> list[dict]:
         """The live objects of ``release`` (``ns/name``) as last observed; empty when unknown."""
@@ -623,8 +628,8 @@ class Controller:
             self.last = report
             return report
         now = self.clock()
-        # the repo's other files (sluice.yaml); a release's config files are its own input (rel.files)
-        config = hash(tuple(sorted((p, d) for p, d in files.items() if not is_release_path(p))))
+        # the repo's files outside releases/ (sluice.yaml); a release's config files are its own input (rel.files)
+        config = hash(tuple(sorted((p, d) for p, d in files.items() if not p.startswith(RELEASES_DIR))))
         seen = {rel.key: f"{rel.blob}:{hash(tuple(sorted(rel.files.items())))}" for rel in loaded.releases}
         for problem in loaded.problems:
             if problem.release:
@@ -719,7 +724,6 @@ class Controller:
                 report.applied = self.target.apply(mine, keep=keep | lost, settled=settled - lost, scope=focus)
             else:
                 report.applied = self.target.apply(mine, keep=keep | lost)
-        wake: list[float] = []
         wakes: dict[str, float | None] = {}
         for key, (rel, _, decision) in decisions.items():
             d = committed.get(key)
@@ -738,8 +742,6 @@ class Controller:
             hint = None if key in settled else self._isolated(report, key, "schedule", lambda rel=rel, d=d, dec=decision: wake_in(
                 rel, d or Decision(dict(rel.status), next_check_in=dec.next_check_in), now))
             wakes[key] = hint
-            if hint is not None:
-                wake.append(hint)
             if event is not None:
                 log.info("release=%s action=%s %s", key, event.action, event.summary)
         try:
@@ -747,13 +749,32 @@ class Controller:
         except Exception:   # noqa: BLE001 - a shortcut only: without it every release is looked at in full
             log.exception("cannot remember the releases at rest; the next pass looks at every one")
             self._settled.clear()
-        # held this pass for a reason found while deciding (untrusted status, a foreign object, ...)
+        self._carry(report, loaded, seen, focus)
+        for key, message in report.release_errors.items():
+            if key not in report.outcomes:
+                report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)
+        # notify: queued only; the notifier's threads deliver, so a dead receiver never slows a pass
+        if self.notify is None and notifications.configured(loaded.settings, self.policy):
+            self.notify = Notifications(can_write=self.can_write)
+        if self.notify is not None and writer:   # one replica speaks: a follower's errors are the leader's too
+            try:
+                self.notify.publish(report, loaded, self.policy)
+            except Exception:   # noqa: BLE001 - telling people must never fail the pass that did the work
+                log.exception("notifications of this pass could not be queued")
+        report.next_pass_in = self._schedule(report, seen, config, focus, wakes, now)
+        self.last = report
+        return report
+
+    def _carry(self, report: PassReport, loaded: RepoLoad, seen: Mapping[str, str], focus: set[str] | None) -> None:
+        """A focused pass reports the releases it did not look at as the last pass left them:
+        outcome (no event), release error (``carried``: not counted again) and any hold found
+        while deciding (untrusted status, a foreign object), which is also kept for the next."""
         from_git = {id(p) for p in loaded.problems}
         held: dict[str, list[Problem]] = {}
         for problem in report.problems:
             if problem.release and id(problem) not in from_git:
                 held.setdefault(problem.release, []).append(problem)
-        if focus is not None and self.last is not None:   # the releases not looked at are as the last pass left them
+        if focus is not None and self.last is not None:
             for key, out in self.last.outcomes.items():
                 if key in seen and key not in focus and key not in report.outcomes:
                     report.outcomes[key] = out if out.event is None else replace(out, event=None)
@@ -766,17 +787,11 @@ class Controller:
                     report.problems.extend(problems)
                     held[key] = problems
         self._held = held
-        for key, message in report.release_errors.items():
-            if key not in report.outcomes:
-                report.outcomes[key] = ReleaseOutcome(key, "Error", 0, 0, None, message)
-        # notify: queued only; the notifier's threads deliver, so a dead receiver never slows a pass
-        if self.notify is None and notifications.configured(loaded.settings, self.policy):
-            self.notify = Notifications(can_write=self.can_write)
-        if self.notify is not None and writer:   # one replica speaks: a follower's errors are the leader's too
-            try:
-                self.notify.publish(report, loaded, self.policy)
-            except Exception:   # noqa: BLE001 - telling people must never fail the pass that did the work
-                log.exception("notifications of this pass could not be queued")
+
+    def _schedule(self, report: PassReport, seen: dict[str, str], config: int, focus: set[str] | None,
+                  wakes: Mapping[str, float | None], now: datetime) -> float | None:
+        """Remember what this pass saw and when each release wants a look (decide.wake_in);
+        seconds until the earliest of those or the next full pass (drift within full_every)."""
         for key in (set(self._due) | set(wakes)) if focus is None else focus:
             self._due.pop(key, None)
         self._due.update({k: now + timedelta(seconds=h) for k, h in wakes.items() if h is not None})
@@ -786,7 +801,5 @@ class Controller:
         due = list(self._due.values())
         full_at = self._full_at + timedelta(seconds=self.full_every) if self._full_at is not None else None
         if getattr(self.target, "partial", False) and full_at is not None and full_at > now:
-            due.append(full_at)   # the next full pass, on time: drift is repaired within full_every
-        report.next_pass_in = max(0.0, min((at - now).total_seconds() for at in due)) if due else None
-        self.last = report
-        return report
+            due.append(full_at)
+        return max(0.0, min((at - now).total_seconds() for at in due)) if due else None

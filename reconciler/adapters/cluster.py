@@ -354,20 +354,19 @@ class KubernetesTarget:
         if self.namespaces is None:
             self.namespaces = self.cluster.read_inventory(self.inventory_namespace, self.inventory_name) or set()
         wanted = {r.namespace for r in releases}
-        if namespaces is None:
+        adopting = {r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}
+        looked = None if namespaces is None else {r.key for r in releases}
+        if looked is None:
             self.live = self.cluster.list_managed(self.namespaces | wanted, self.instance)
-            self.adopted = {r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}
+            self.adopted = adopting
         else:
-            listed = self.cluster.list_managed(set(namespaces) | wanted, self.instance)
             spanned = set(namespaces) | wanted
+            listed = self.cluster.list_managed(spanned, self.instance)
             self.live = {**{ref: o for ref, o in self.live.items() if ref.namespace not in spanned}, **listed}
-            looked = {r.key for r in releases}
-            self.adopted = {**{k: v for k, v in self.adopted.items() if k not in looked},
-                            **{r.key: self._read_adopted(r) for r in releases if adopt_refs(r)}}
+            self.adopted = {**{k: v for k, v in self.adopted.items() if k not in looked}, **adopting}
         self._by_release = None
-        looked_at = None if namespaces is None else {r.key for r in releases}
         for key, refs in list(self.foreign.items()):   # a clash holds until its object is gone or ours
-            if looked_at is not None and key not in looked_at:
+            if looked is not None and key not in looked:
                 continue
             self.foreign[key] = {ref: why for ref, why in refs.items() if self._not_ours(key, ref)}
             if not self.foreign[key]:

@@ -2,7 +2,7 @@
 
 ``sluice status`` and ``sluice plan`` are new processes each time; without this
 they would parse, validate and check every release file on every call. The
-cache is keyed inside by git blob id (a file whose bytes did not change is not
+cache keeps each file's checked outcome by path and blob id (a file whose bytes did not change is not
 parsed again), so one file kept per repo is enough: it lives in Sluice's cache
 directory (never in a person's checkout), is replaced atomically, readable by
 its owner only, and thrown away when it was written by another version of

@@ -126,9 +126,9 @@ class _Claims:
 
 @dataclass
 class LoadCache:
-    """What ``load_files`` keeps across calls: per-file parse results by blob id (bounded
-    in size), each release file's checked outcome by path, the claims index and the
-    settings. Keep one per loop (it is not shared between threads)."""
+    """What ``load_files`` keeps across calls: per-file parse results by path and blob id
+    (bounded in size), each release file's checked outcome by path, the claims index and
+    the settings. Keep one per loop (it is not shared between threads)."""
 
     limit: int = 20_000
     _items: dict[str, _FileResult] = field(default_factory=dict)
@@ -538,7 +538,7 @@ def load_files(files: Mapping[str, bytes], *, cache: LoadCache | None = None,
 
 def _load(files: Mapping[str, bytes], cache: LoadCache, ids: Mapping[str, str],
           policy: Mapping[str, Any] | None) -> RepoLoad:
-    settings_blob = ids.get(SETTINGS_FILE) or blob_id(files[SETTINGS_FILE]) if SETTINGS_FILE in files else None
+    settings_blob = _blob(SETTINGS_FILE, files, ids)
     context = (settings_blob, _fingerprint(policy))
     settings, problems = cache.settings(context, lambda: _settings(files, policy))
     out = RepoLoad(settings=settings)
@@ -582,7 +582,12 @@ def _fingerprint(policy: Mapping[str, Any] | None) -> str:
 
 def _deps_same(entry: _Entry, files: Mapping[str, bytes], ids: Mapping[str, str]) -> bool:
     """Are the config files an entry read (``spec.config.files``) as they were?"""
-    return all((ids.get(p) or blob_id(files[p]) if p in files else None) == blob for p, blob in entry.deps.items())
+    return all(_blob(p, files, ids) == blob for p, blob in entry.deps.items())
+
+
+def _blob(path: str, files: Mapping[str, bytes], ids: Mapping[str, str]) -> str | None:
+    """The blob id of ``path`` (as git gave it, else hashed); None when there is no such file."""
+    return ids.get(path) or blob_id(files[path]) if path in files else None
 
 
 def _entry(path: str, data: bytes, blob: str, context: tuple[str | None, str], files: Mapping[str, bytes],
@@ -610,8 +615,7 @@ def _entry(path: str, data: bytes, blob: str, context: tuple[str | None, str], f
         names = (rel.spec.get("config") or {}).get("files")
         if names:
             folder = config_folder(path)
-            entry.deps = {folder + n: (ids.get(folder + n) or blob_id(files[folder + n]) if folder + n in files
-                                       else None) for n in names}
+            entry.deps = {folder + n: _blob(folder + n, files, ids) for n in names}
             config, bad_config = _config_files(rel, files)
             rel, raw = Release(path=path, doc=res.doc, blob=blob, files=config), raw + bad_config
     entry.raw = raw

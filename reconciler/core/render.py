@@ -292,7 +292,8 @@ RENDER_CACHE_SIZE = 4_096   # releases x statuses kept, ~3 KB each with their re
 
 class _Keyed:
     """A release with the key that names its rendered objects: path, blob (its spec),
-    status and config files. Equal keys, equal renders: the cache holds the key only."""
+    status and config files. Equal keys, equal renders (hash and equality are the key's; the
+    release is kept alongside, for the one render a miss makes)."""
 
     __slots__ = ("key", "release")
 
