@@ -12,25 +12,19 @@ from reconciler.adapters.cluster import Cluster, KubernetesTarget
 from reconciler.adapters.gitrepo import GitRepo
 from reconciler.controller import Controller
 from tests.support.gitserver import clone_work, human_edit, make_bare
-from tests.support.specs import dump, release_doc
+from tests.support.specs import at_rest, dump
 
 RELEASES = {"team-a/alpha": "team-a", "team-a/beta": "team-a", "team-b/gamma": "team-b"}
 
 
-def at_rest(key: str) -> dict:
+def doc_of(key: str) -> dict:
     ns, _, name = key.partition("/")
-    doc = release_doc(name=name, namespace=ns, status={
-        "phase": "Promoted", "weight": 100, "step": 0, "failedChecks": 0,
-        "stable": {"version": "v1", "image": f"example.com/{name}:v1"}})
-    doc["spec"]["target"] = {"version": "v1", "image": f"example.com/{name}:v1"}
-    doc["spec"]["analysis"] = {"metrics": []}
-    doc["spec"]["service"] = {"name": name, "port": 9080}
-    return doc
+    return at_rest(name, ns)
 
 
 class World:
     def __init__(self, tmp, emu):
-        files = {f"releases/{k}.yaml": dump(at_rest(k)) for k in RELEASES}
+        files = {f"releases/{k}.yaml": dump(doc_of(k)) for k in RELEASES}
         files["sluice.yaml"] = "apiVersion: sluice.dev/v1alpha1\nkind: Settings\n"
         self.bare = make_bare(tmp, seed=files)
         self.human = clone_work(str(self.bare), tmp / "human")
@@ -144,7 +138,7 @@ def test_a_poll_with_nothing_due_is_a_full_pass(world):
 def test_a_changed_config_file_is_a_change_of_its_release(tmp_path, emu):
     """spec.config.files are part of the release (a .yaml one sits under releases/ too)."""
     w = World(tmp_path, emu)
-    doc = at_rest("team-a/alpha")
+    doc = doc_of("team-a/alpha")
     doc["spec"]["config"] = {"files": ["app.yaml"], "mountPath": "/etc/alpha"}
 
     def add(work):
@@ -193,7 +187,7 @@ def test_a_release_held_while_deciding_stays_reported_through_focused_passes(wor
     world.emu.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "delta", "namespace": "team-c"},
                    "spec": {"ports": [{"port": 80}]}})
     human_edit(world.human, lambda w: (w / "releases/team-c").mkdir() or (w / "releases/team-c/delta.yaml").write_text(
-        dump(at_rest("team-c/delta"))), "add delta")
+        dump(doc_of("team-c/delta"))), "add delta")
     world.run()
     full = world.run()
     held = [str(p) for p in full.problems if p.release == "team-c/delta"]
@@ -209,7 +203,7 @@ def test_a_hold_that_commits_nothing_still_asks_for_its_recheck(tmp_path, emu):
     (nothing to commit) and asks for a recheck in seconds; the pass must schedule it,
     not the next interval (found by review: a focused pass looks only at what is due)."""
     w = World(tmp_path, emu)
-    doc = at_rest("team-b/gamma")
+    doc = doc_of("team-b/gamma")
     doc["spec"]["replicas"] = 10
     doc["spec"]["strategy"] = {"canary": {"steps": [10, 20, 50], "interval": "2m"}}
     human_edit(w.human, lambda work: (work / "releases/team-b/gamma.yaml").write_text(dump(doc)), "gamma 10 pods")
@@ -245,7 +239,7 @@ def test_a_release_error_carried_through_focused_passes_is_counted_once_per_fail
     sluice_release_errors_total counts only the passes that failed."""
     from reconciler.runtime import Metrics
     w = World(tmp_path, emu)
-    doc = at_rest("team-b/gamma")
+    doc = doc_of("team-b/gamma")
     doc["spec"]["service"].update({"virtualServiceRef": {"name": "gamma-routes", "route": "primary"}, "create": False})
     human_edit(w.human, lambda work: (work / "releases/team-b/gamma.yaml").write_text(dump(doc)), "adopt routes")
     metrics = Metrics()

@@ -14,17 +14,9 @@ from reconciler.adapters.gitrepo import GitRepo
 from reconciler.controller import Controller
 from reconciler.core.diff import ObjRef
 from tests.support.gitserver import clone_work, human_edit, make_bare
-from tests.support.specs import dump, release_doc
+from tests.support.specs import at_rest, dump
 
 NAMES = ("alpha", "beta", "gamma")
-
-
-def at_rest(name: str) -> dict:
-    doc = release_doc(name=name, status={"phase": "Promoted", "weight": 100, "step": 0, "failedChecks": 0,
-                                         "stable": {"version": "v1", "image": f"example.com/{name}:v1"}})
-    doc["spec"]["target"] = {"version": "v1", "image": f"example.com/{name}:v1"}
-    doc["spec"]["analysis"] = {"metrics": []}
-    return doc
 
 
 class World:

@@ -26,7 +26,35 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger("sluice.leader")
 
 
-class LeaderElector:
+class Renewing:
+    """A background thread that renews Leases until stopped (``_loop``), then hands them
+    back (``release``): the leader election and the shards share it."""
+
+    thread_name = "sluice-lease"
+    _stop: threading.Event
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, release: bool = True) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        if release:
+            self.release()
+
+
+class LeaderElector(Renewing):
+    thread_name = "sluice-leader"
+
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str, identity: str, *,
                  lease_duration: float = 15.0, renew_every: float = 2.0):
         self.coord = kubernetes.client.CoordinationV1Api(api)
@@ -107,14 +135,3 @@ class LeaderElector:
                 log.info("identity=%s leader=%s", self.identity, leading)
                 self.on_change(leading)
             self._stop.wait(self.renew_every)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="sluice-leader", daemon=True)
-        self._thread.start()
-
-    def stop(self, release: bool = True) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(10)
-        if release:
-            self.release()

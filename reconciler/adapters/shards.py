@@ -44,6 +44,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from reconciler.adapters.leader import Renewing
 from reconciler.core.shards import Holding, plan, shard_of
 from reconciler.errors import ClusterError
 
@@ -124,8 +125,10 @@ def read_owners(api: kubernetes.client.ApiClient, namespace: str, name: str) -> 
     return n, {i: by_n[n].get(i) for i in range(n)}
 
 
-class Sharder:
+class Sharder(Renewing):
     """This replica's shards of ``n``; ``owns(key)`` before every write of a release."""
+
+    thread_name = "sluice-shards"
 
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str, name: str, identity: str, n: int, *,
                  lease_duration: float = 15.0, renew_every: float | None = None):
@@ -303,14 +306,3 @@ class Sharder:
                 log.exception("shard leases %s/%s: renewal failed", self.namespace, self.name)
             self._changed()
             self._stop.wait(self.renew_every)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="sluice-shards", daemon=True)
-        self._thread.start()
-
-    def stop(self, release: bool = True) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(10)
-        if release:
-            self.release()

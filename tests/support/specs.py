@@ -51,6 +51,16 @@ def release_doc(name: str = "reviews", namespace: str = "bookinfo", strategy: st
     return doc
 
 
+def at_rest(name: str, namespace: str = "bookinfo") -> dict[str, Any]:
+    """A release promoted to its target, as Sluice leaves one at rest (no metrics to check)."""
+    doc = release_doc(name=name, namespace=namespace, status={
+        "phase": "Promoted", "weight": 100, "step": 0, "failedChecks": 0,
+        "stable": {"version": "v1", "image": f"example.com/{name}:v1"}})
+    doc["spec"]["target"] = {"version": "v1", "image": f"example.com/{name}:v1"}
+    doc["spec"]["analysis"] = {"metrics": []}
+    return doc
+
+
 def release(doc: dict[str, Any] | None = None, **kw: Any) -> Release:
     doc = doc or release_doc(**kw)
     meta = doc["metadata"]
